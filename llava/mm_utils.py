@@ -1,0 +1,105 @@
+"""Prompt tokenization and image loading shared by training, inference and serving.
+
+Tokenization follows the original LLaVA's `tokenizer_image_token`: the prompt
+is split at each "<image>", every piece is tokenized on its own (so a Llama
+SentencePiece tokenizer puts a lone "▁" on each side of the image, as the
+original does), one BOS is kept, and the image placeholder goes between the
+pieces.  A model fine-tuned with the original code therefore sees the same
+ids here.  Tokenizing the whole prompt at once, as transformers'
+LlavaProcessor does, gives different ids around the image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+
+
+@dataclass
+class TokenizedPrompt:
+    input_ids: list[int]
+    # [start, end) character range of each token in the prompt; image tokens
+    # get the range of the "<image>" placeholder they stand for.
+    offsets: list[tuple[int, int]]
+
+
+def encode_with_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Ids (with the tokenizer's special tokens) and character offsets of each."""
+    if hasattr(tokenizer, "encode_with_offsets"):  # our exact SentencePiece tokenizer
+        return tokenizer.encode_with_offsets(text)
+    enc = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+    return enc["input_ids"], [tuple(o) for o in enc["offset_mapping"]]
+
+
+def special_affixes(tokenizer) -> tuple[list[int], list[int]]:
+    """The special ids the tokenizer puts before and after any text (BOS, sometimes EOS)."""
+    with_special = tokenizer("a", add_special_tokens=True).input_ids
+    without = tokenizer("a", add_special_tokens=False).input_ids
+    for n in range(len(with_special) - len(without) + 1):
+        if with_special[n : n + len(without)] == without:
+            return with_special[:n], with_special[n + len(without) :]
+    return [], []
+
+
+def tokenize_prompt(
+    prompt: str,
+    tokenizer,
+    image_token_id: int = IMAGE_TOKEN_INDEX,
+    num_image_tokens: int = 1,
+    add_bos: bool = True,
+) -> TokenizedPrompt:
+    """Token ids of `prompt`, each "<image>" replaced by `num_image_tokens` copies of `image_token_id`.
+
+    With image_token_id=IMAGE_TOKEN_INDEX and num_image_tokens=1 the ids equal
+    the original LLaVA's tokenizer_image_token(prompt, tokenizer).
+    """
+    chunks = prompt.split(DEFAULT_IMAGE_TOKEN)
+    prefix, suffix = special_affixes(tokenizer)
+    ids: list[int] = list(prefix) if add_bos else []
+    offsets: list[tuple[int, int]] = [(0, 0)] * len(ids)
+    pos = 0
+    for i, chunk in enumerate(chunks):
+        if i > 0:
+            ids.extend([image_token_id] * num_image_tokens)
+            offsets.extend([(pos, pos + len(DEFAULT_IMAGE_TOKEN))] * num_image_tokens)
+            pos += len(DEFAULT_IMAGE_TOKEN)
+        if chunk:
+            # Tokenized with special tokens, then stripped of them, as the
+            # original does: a SentencePiece-style tokenizer keeps the leading
+            # "▁" a fresh sequence gets; an eos some tokenizers append is dropped.
+            enc_ids, enc_offsets = encode_with_offsets(tokenizer, chunk)
+            end = len(enc_ids) - len(suffix)
+            chunk_ids = enc_ids[len(prefix) : end]
+            chunk_offsets = enc_offsets[len(prefix) : end]
+            ids.extend(chunk_ids)
+            offsets.extend((pos + s, pos + e) for s, e in chunk_offsets)
+        pos += len(chunk)
+    return TokenizedPrompt(ids, offsets)
+
+
+def tokenizer_image_token(prompt: str, tokenizer, image_token_index: int = IMAGE_TOKEN_INDEX) -> list[int]:
+    """Drop-in for the original LLaVA function of the same name."""
+    return tokenize_prompt(prompt, tokenizer, image_token_index, 1).input_ids
+
+
+class ImageError(ValueError):
+    """An image that cannot be used, with the reason in the message."""
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Open a local image fully (so truncation shows here, not deep inside a batch) as RGB."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return img.convert("RGB")
+    except Exception as exc:  # PIL raises several unrelated types for bad files
+        raise ImageError(f"{path}: cannot read image ({exc})") from exc

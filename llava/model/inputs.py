@@ -1,0 +1,82 @@
+"""Batches for generation: prompts rendered by the model's template, tokenized as the
+original LLaVA does, left-padded, with preprocessed images in the tower's dtype."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from PIL import Image
+
+from llava.conversation import USER, first_turn_with_image, get_template
+from llava.mm_utils import tokenize_prompt
+
+
+def render_prompt(loaded, question: str, has_image: bool, conv_mode: str | None = None, history=()) -> str:
+    """The generation prompt for `question` after `history` [(user, assistant), ...].
+
+    The image placeholder goes in the first user turn, as in the original.
+    """
+    template = get_template(conv_mode or loaded.conv_mode)
+    turns = []
+    for i, (q, a) in enumerate(history):
+        turns += [(USER, first_turn_with_image(q) if has_image and i == 0 else q), ("assistant", a)]
+    turns.append((USER, first_turn_with_image(question) if has_image and not history else question))
+    text, _ = template.render(turns, eos_token=loaded.tokenizer.eos_token, add_generation_prompt=True)
+    return text
+
+
+def build_batch(loaded, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> dict:
+    """input_ids / attention_mask (left-padded) and pixel_values for model.generate."""
+    if len(prompts) != len(images):
+        raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
+    tok = loaded.tokenizer
+    rows = []
+    for prompt, image in zip(prompts, images):
+        ids = tokenize_prompt(prompt, tok, loaded.image_token_id, loaded.num_image_tokens).input_ids
+        n_img = ids.count(loaded.image_token_id) // loaded.num_image_tokens
+        if n_img != (1 if image is not None else 0):
+            raise ValueError(f"prompt has {n_img} <image> placeholders but {int(image is not None)} image given")
+        rows.append(ids)
+    width = max(len(r) for r in rows)
+    pad = tok.pad_token_id
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, width - len(r):] = torch.tensor(r)
+        attention[i, width - len(r):] = 1
+    model = loaded.model
+    batch = {"input_ids": input_ids.to(model.device), "attention_mask": attention.to(model.device)}
+    present = [im for im in images if im is not None]
+    if present:
+        pixels = loaded.image_processor(present, return_tensors="pt")["pixel_values"]
+        batch["pixel_values"] = pixels.to(model.device, tower_dtype(model))
+    return batch
+
+
+def tower_dtype(model) -> torch.dtype:
+    """The vision tower's dtype (it stays unquantized; a PeftModel wraps it deeper)."""
+    for name, module in model.named_modules():
+        if name.endswith("vision_tower"):
+            return next(module.parameters()).dtype
+    raise ValueError("model has no vision_tower")
+
+
+@torch.inference_mode()
+def generate(loaded, questions: Sequence[str], images: Sequence[Image.Image | None], max_new_tokens=64,
+             temperature=0.0, top_p=None, num_beams=1, conv_mode=None) -> list[str]:
+    """Answers to a batch of single-turn questions."""
+    prompts = [render_prompt(loaded, q, im is not None, conv_mode) for q, im in zip(questions, images)]
+    batch = build_batch(loaded, prompts, images)
+    sample = temperature > 0
+    out = loaded.model.generate(
+        **batch,
+        max_new_tokens=max_new_tokens,
+        do_sample=sample,
+        temperature=temperature if sample else None,
+        top_p=top_p if sample else None,
+        num_beams=num_beams,
+        pad_token_id=loaded.tokenizer.pad_token_id,
+    )
+    new = out[:, batch["input_ids"].shape[1]:]
+    return [t.strip() for t in loaded.tokenizer.batch_decode(new, skip_special_tokens=True)]

