@@ -1,0 +1,233 @@
+"""Task data (CSV/TSV/JSON/JSONL/Parquet + an image folder) -> LLaVA training and validation files.
+
+    report = preprocess(PreprocessConfig(input="train.csv", image_folder="images", output_dir="out"))
+
+Steps, each in its own module:
+    tables.py     read records, each with its file and line
+    questions.py  map columns, check values, merge repeated rows into questions
+    images.py     open and fully decode every referenced image once
+    outputs.py    split by image, build conversations, write atomically
+and this module ties them together and builds the report.
+
+Nothing is dropped silently: every record is either used or listed in
+report.json under "problems" with its file, line (or Parquet row), field and
+reason, and rows_read == rows_used + rows_skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from llava.data.images import check_images
+from llava.data.outputs import (
+    conversation,
+    json_list_text,
+    jsonl_text,
+    split_images,
+    train_records,
+    val_answer_line,
+    val_question_line,
+    write_atomically,
+)
+from llava.data.questions import Problem, Question, merge_rows, parse_record, parse_template, resolve_columns
+from llava.data.tables import TableError, open_table
+
+# Exit codes of the command (see docs/data.md).
+EXIT_OK = 0
+EXIT_PROBLEMS = 1  # nothing usable remains, or --strict and at least one problem
+EXIT_BAD_INPUT = 2  # the input cannot be read at all: missing file or column, bad option (argparse also uses 2)
+
+
+
+class ConfigError(ValueError):
+    """An option value that makes the run impossible (reported as exit code 2)."""
+
+
+OUTPUT_FILES = ("train.json", "val.json", "val_questions.jsonl", "val_answers.jsonl")
+
+
+@dataclass
+class PreprocessConfig:
+    input: str
+    image_folder: str
+    output_dir: str
+    image_column: str | None = None  # default "image"
+    image_template: str | None = None  # e.g. "COCO_val2014_{image_id:012d}.jpg"; wins over image_column
+    question_column: str | None = None  # default "question"
+    answer_column: str | None = None  # default "answer"
+    id_column: str | None = None  # default "question_id" if present, else ids from line numbers
+    category_column: str | None = None  # default "category" if present
+    options_column: str | None = None  # one list column, or "A,B,C,D" for one option per column
+    options_separator: str = "|"
+    answer_separator: str | None = None  # split string answers ("red|crimson") into several
+    prompt_suffix: str | None = None  # appended on a new line to open questions
+    val_fraction: float = 0.1
+    seed: int = 0
+    turns_per_image: int = 1
+    strict: bool = False
+    workers: int | None = None  # image-check threads
+    progress: bool = True
+
+    def validate(self) -> None:
+        if not 0.0 <= self.val_fraction <= 1.0:
+            raise ConfigError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
+        if self.turns_per_image < 1:
+            raise ConfigError(f"--turns-per-image must be >= 1, got {self.turns_per_image}")
+        if self.answer_separator == "":
+            raise ConfigError("--answer-separator must not be empty")
+        if not self.options_separator:
+            raise ConfigError("--options-separator must not be empty")
+
+
+@dataclass
+class Result:
+    exit_code: int
+    report: dict
+    wrote: bool  # whether the data files were (re)written
+    seconds: float = 0.0  # wall time; kept out of report.json so that file is reproducible
+
+
+def _count_rows(problems: list[Problem]) -> Counter:
+    return Counter(p.kind for p in problems)
+
+
+def preprocess(cfg: PreprocessConfig) -> Result:
+    """Run the whole pipeline. Raises TableError / ConfigError when the input cannot be used at all."""
+    started = time.perf_counter()
+    cfg.validate()
+    image_folder = Path(cfg.image_folder)
+    if not image_folder.is_dir():
+        raise TableError(f"--image-folder {cfg.image_folder}: no such directory")
+    out_dir = Path(cfg.output_dir)
+
+    if cfg.image_template:
+        parse_template(cfg.image_template)  # a malformed template fails before a long read
+
+    # 1. Read every record. A header is checked before reading; JSON/JSONL
+    # columns are only known once every record is read.
+    table = open_table(cfg.input)
+    cols = resolve_columns(table, cfg) if table.has_header else None
+    records = list(tqdm(table.records, desc="reading rows", unit="row", disable=not cfg.progress))
+    cols = cols or resolve_columns(table, cfg)
+
+    # 2. Records -> rows -> questions.
+    problems: list[Problem] = []
+    warnings: list[Problem] = []
+    rows = []
+    for rec in records:
+        parsed = parse_record(rec, cols, cfg)
+        if isinstance(parsed, Problem):
+            problems.append(parsed)
+        else:
+            rows.append(parsed)
+            warnings.extend(parsed.warnings)
+    questions, conflicts = merge_rows(rows)
+    problems.extend(conflicts)
+
+    # 3. Images: each distinct one checked once; its questions' rows go if it fails.
+    checks = check_images(image_folder, [q.image for q in questions.values()], cfg.workers, cfg.progress)
+    bad_images = {name: c for name, c in checks.items() if not c.ok}
+    usable: list[Question] = []
+    for q in questions.values():
+        check = bad_images.get(q.image)
+        if check is None:
+            usable.append(q)
+            continue
+        for loc in q.locs:
+            problems.append(Problem(check.reason, f"image {q.image!r}: {check.detail}", loc, cols.image))
+    problems.sort(key=lambda p: (p.loc.line or 0, p.loc.row or 0))
+
+    # 4. Split by image and build outputs.
+    val_images = split_images([q.image for q in usable], cfg.val_fraction, cfg.seed)
+    train_qs = [q for q in usable if q.image not in val_images]
+    val_qs = [q for q in usable if q.image in val_images]
+    train = train_records(train_qs, cfg.prompt_suffix, cfg.turns_per_image)
+    val = [conversation([q], cfg.prompt_suffix) for q in val_qs]  # single-turn, 1:1 with val_questions.jsonl
+
+    report = _report(cfg, table, cols, len(records), usable, train_qs, val_qs, train, val_images,
+                     problems, warnings, bad_images)
+    if not usable:
+        exit_code = EXIT_PROBLEMS
+    elif cfg.strict and problems:
+        exit_code = EXIT_PROBLEMS
+    else:
+        exit_code = EXIT_OK
+    report["exit_code"] = exit_code
+    report["wrote_data_files"] = exit_code == EXIT_OK
+    files = {out_dir / "report.json": json.dumps(report, indent=2, ensure_ascii=False) + "\n"}
+    if exit_code == EXIT_OK:
+        files.update({
+            out_dir / "train.json": json_list_text(train),
+            out_dir / "val.json": json_list_text(val),
+            out_dir / "val_questions.jsonl": jsonl_text([val_question_line(q, cfg.prompt_suffix) for q in val_qs]),
+            out_dir / "val_answers.jsonl": jsonl_text([val_answer_line(q) for q in val_qs]),
+        })
+    # report.json goes last: it describes the data files next to it.
+    write_atomically(dict(sorted(files.items(), key=lambda kv: kv[0].name == "report.json")))
+    return Result(exit_code, report, exit_code == EXIT_OK, time.perf_counter() - started)
+
+
+def _report(cfg, table, cols, rows_read, usable, train_qs, val_qs, train, val_images, problems, warnings,
+            bad_images) -> dict:
+    rows_used = sum(len(q.locs) for q in usable)
+    image_reasons = Counter(c.reason for c in bad_images.values())
+    return {
+        "input": str(table.path),
+        "format": table.format,
+        "image_folder": str(Path(cfg.image_folder).resolve()),
+        "output_dir": str(Path(cfg.output_dir).resolve()),
+        "columns": cols.as_dict(),
+        "settings": {k: v for k, v in asdict(cfg).items()
+                     if k not in ("input", "image_folder", "output_dir", "progress", "workers")},
+        "rows_read": rows_read,
+        "rows_used": rows_used,
+        "rows_skipped": {"total": len(problems), "by_reason": dict(sorted(_count_rows(problems).items()))},
+        "questions": {"train": len(train_qs), "val": len(val_qs), "total": len(usable)},
+        "train_conversations": len(train),
+        "images": {
+            "referenced": len({q.image for q in usable}) + len(bad_images),
+            "train": len({q.image for q in train_qs}),
+            "val": len(val_images),
+            "skipped": {"total": len(bad_images), "by_reason": dict(sorted(image_reasons.items()))},
+        },
+        "problems": [p.as_dict() for p in problems],
+        "warnings": {"total": len(warnings), "by_reason": dict(sorted(_count_rows(warnings).items())),
+                     "items": [w.as_dict() for w in warnings]},
+    }
+
+
+def format_summary(result: Result, max_problems: int = 10) -> str:
+    """A few lines for a person; report.json has everything."""
+    r = result.report
+    q, img = r["questions"], r["images"]
+    lines = [
+        f"read {r['rows_read']} rows from {r['input']} ({r['format']}); used {r['rows_used']}, "
+        f"skipped {r['rows_skipped']['total']} "
+        f"({result.seconds:.1f} s, {r['rows_read'] / max(result.seconds, 1e-9):.0f} rows/s)",
+        f"questions: {q['train']} train ({r['train_conversations']} conversations), {q['val']} val; "
+        f"images: {img['train']} train, {img['val']} val, {img['skipped']['total']} unusable",
+    ]
+    for reason, n in r["rows_skipped"]["by_reason"].items():
+        lines.append(f"  skipped {n} row(s): {reason}")
+    for reason, n in r["warnings"]["by_reason"].items():
+        lines.append(f"  warning on {n} row(s): {reason}")
+    for p in r["problems"][:max_problems]:
+        where = f"{p['file']}:{p['line']}" if "line" in p else f"{p['file']} row {p['row']}"
+        lines.append(f"  {where}: {p['message']}")
+    if len(r["problems"]) > max_problems:
+        lines.append(f"  ... {len(r['problems']) - max_problems} more in report.json")
+    out = r["output_dir"]
+    if result.wrote:
+        lines.append(f"wrote {', '.join(OUTPUT_FILES)} and report.json to {out}")
+    elif not q["total"]:
+        lines.append(f"nothing usable remains; wrote only {out}/report.json")
+    else:
+        n = r["rows_skipped"]["total"]
+        lines.append(f"--strict: {n} problem(s), data files not written; see {out}/report.json")
+    return "\n".join(lines)
