@@ -102,7 +102,9 @@ def original_key_to_hf(key: str, projector_type: str) -> str | None:
     if key.endswith("rotary_emb.inv_freq"):  # a buffer old checkpoints saved; recomputed at load
         return None
     if key.startswith(TOWER_PREFIX):
-        return "model.vision_tower." + key[len(TOWER_PREFIX):]
+        # transformers 5's CLIPVisionModel has no `vision_model.` level; transformers 4's (the original's) had.
+        rest = key[len(TOWER_PREFIX):]
+        return "model.vision_tower." + rest.removeprefix("vision_model.")
     m = re.match(r"^model\.mm_projector\.(?:(\d+)\.)?(weight|bias)$", key)
     if m:
         index, kind = m.groups()
@@ -123,7 +125,7 @@ def original_key_to_hf(key: str, projector_type: str) -> str | None:
 
 def hf_key_to_original(key: str) -> str:
     if key.startswith("model.vision_tower."):
-        return TOWER_PREFIX + key[len("model.vision_tower."):]
+        return TOWER_PREFIX + "vision_model." + key[len("model.vision_tower."):]
     m = re.match(r"^model\.multi_modal_projector\.linear_(\d+)\.(weight|bias)$", key)
     if m:
         return f"model.mm_projector.{(int(m.group(1)) - 1) * 2}.{m.group(2)}"
@@ -150,14 +152,15 @@ def resolve_tower(name: str, checkpoint_dir: Path, override: str | None) -> str:
 def infer_clip_vision_config(state: dict[str, torch.Tensor], prefix: str) -> CLIPVisionConfig:
     """A CLIP vision config read off stored tower weights, for when the tower's own config
     cannot be had (a hub id while offline).  Head count assumes CLIP's 64-dim heads."""
-    patch = state[prefix + "vision_model.embeddings.patch_embedding.weight"]
-    positions = state[prefix + "vision_model.embeddings.position_embedding.weight"].shape[0]
+    patch = state[prefix + "embeddings.patch_embedding.weight"]
+    positions = state[prefix + "embeddings.position_embedding.weight"].shape[0]
     hidden, patch_size = patch.shape[0], patch.shape[-1]
-    layers = {int(m.group(1)) for k in state if (m := re.match(re.escape(prefix) + r"vision_model\.encoder\.layers\.(\d+)\.", k))}
+    layer_key = re.compile(re.escape(prefix) + r"encoder\.layers\.(\d+)\.")
+    layers = {int(m.group(1)) for k in state if (m := layer_key.match(k))}
     grid = round((positions - 1) ** 0.5)
     return CLIPVisionConfig(
         hidden_size=hidden,
-        intermediate_size=state[prefix + "vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0],
+        intermediate_size=state[prefix + "encoder.layers.0.mlp.fc1.weight"].shape[0],
         num_hidden_layers=len(layers),
         num_attention_heads=max(1, hidden // 64),
         image_size=grid * patch_size,

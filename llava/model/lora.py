@@ -83,10 +83,20 @@ def load_non_lora_into(model, state: dict[str, torch.Tensor], projector_type: st
 def language_model_linear_names(model) -> list[str]:
     """Suffixes of the LLM's Linear layers: what LoRA targets (never tower, projector or lm_head)."""
     names = set()
-    for name, module in model.model.language_model.named_modules():
+    for name, module in model.get_submodule(_llm_path(model)).named_modules():
+        parts = name.split(".")
+        if any(p.startswith("lora_") for p in parts):
+            continue  # inside an existing LoRA layer
         if isinstance(module, torch.nn.Linear) or type(module).__name__ in ("Linear4bit", "Linear8bitLt"):
-            names.add(name.split(".")[-1])
+            names.add(parts[-2] if parts[-1] == "base_layer" else parts[-1])
     return sorted(names)
+
+
+def _llm_path(model) -> str:
+    for name, _ in model.named_modules():
+        if name.endswith("language_model"):
+            return name
+    raise ValueError("model has no language_model")
 
 
 def llm_target_regex(suffixes) -> str:

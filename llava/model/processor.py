@@ -115,7 +115,8 @@ def save_processor(processor: LlavaProcessor, output_dir: str | Path) -> None:
         (Path(tmp) / "tokenizer.model").write_bytes((out / "tokenizer.model").read_bytes())
         fast = LlamaTokenizer.from_pretrained(tmp, legacy=False, add_bos_token=tok.add_bos_token,
                                               add_eos_token=tok.add_eos_token)
-        extra = [t for t in tok.get_vocab() if t not in fast.get_vocab()]
+        fast_vocab = fast.get_vocab()
+        extra = [t for t in tok.get_vocab() if t not in fast_vocab]
         if extra:
             fast.add_special_tokens({"additional_special_tokens": extra})
         fast.pad_token = tok.pad_token

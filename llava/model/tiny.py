@@ -99,11 +99,16 @@ def write_sentencepiece_tokenizer(out: Path) -> None:
 def write_llm(out: Path, preset: dict, seed: int) -> Path:
     if preset["llm"] == "smollm2":
         src = smollm2_dir()
-        model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+        gguf = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
         tok = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
-        model.config.quantization_config = None  # dequantized on load; saved as plain fp32
-        if hasattr(model.config, "quantization_config"):
-            del model.config.quantization_config
+        # transformers dequantizes GGUF on load but still marks the model quantized and refuses
+        # to save it; copy the weights into a plain model of the same config.
+        config = gguf.config
+        del config.quantization_config
+        with torch.device("meta"):
+            model = LlamaForCausalLM(config)
+        model.load_state_dict(gguf.state_dict(), assign=True)
+        model.tie_weights()
         model.save_pretrained(out)
         tok.save_pretrained(out)
         return out
@@ -117,22 +122,23 @@ def write_llm(out: Path, preset: dict, seed: int) -> Path:
 
 def build(
     output_dir: str | Path,
-    preset: str = "tiny",
+    preset: str | dict = "tiny",
     layout: str = "hf",
     seed: int = 0,
     parts_dir: str | Path | None = None,
     options: ComposeOptions | None = None,
     store_vision_tower: bool = False,
     shards: int = 1,
+    original_dtype: torch.dtype = torch.float16,
 ) -> Path:
     """Write the model to output_dir (and its parts to parts_dir); return output_dir."""
-    if preset not in PRESETS:
+    if isinstance(preset, str) and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
     if layout not in ("hf", "original"):
         raise ValueError("layout must be 'hf' or 'original'")
     out = Path(output_dir)
     parts = Path(parts_dir) if parts_dir else out.with_name(out.name + "-parts")
-    spec = PRESETS[preset]
+    spec = PRESETS[preset] if isinstance(preset, str) else preset  # a dict: sizes of your own
     tower_dir, llm_dir = parts / "vision_tower", parts / "llm"
     if not (tower_dir / "config.json").exists():
         write_vision_tower(tower_dir, spec, seed)
@@ -146,7 +152,7 @@ def build(
         sp = llm_dir / "tokenizer.model"
         save_original(
             model, processor, out, os.path.relpath(tower_dir, out), include_vision_tower=store_vision_tower,
-            shards=shards, dtype=torch.float16, sentencepiece_model=sp if sp.exists() else None,
+            shards=shards, dtype=original_dtype, sentencepiece_model=sp if sp.exists() else None,
         )
     return out
 
@@ -164,11 +170,13 @@ def main(argv=None) -> None:
     ap.add_argument("--image-aspect-ratio", default="pad", choices=["pad", "square"])
     ap.add_argument("--store-vision-tower", action="store_true", help="original layout: keep tower weights inside")
     ap.add_argument("--shards", type=int, default=1, help="original layout: number of pytorch_model-*.bin shards")
+    ap.add_argument("--original-dtype", default="float16", choices=["float16", "float32"],
+                    help="original layout: weight dtype (the releases are float16)")
     args = ap.parse_args(argv)
     options = ComposeOptions(args.projector_type, args.vision_feature_layer, args.vision_feature_select,
                              args.image_aspect_ratio)
     out = build(args.output_dir, args.preset, args.layout, args.seed, args.parts_dir, options,
-                args.store_vision_tower, args.shards)
+                args.store_vision_tower, args.shards, getattr(torch, args.original_dtype))
     print(f"wrote {args.layout} model to {out}")
 
 

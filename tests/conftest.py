@@ -1,0 +1,63 @@
+"""Shared fixtures: the tiny embedded model, built once per test session in both layouts."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("tiny")
+
+
+@pytest.fixture(scope="session")
+def tiny_hf(tiny_root):
+    """The tiny model as a transformers llava directory (what we save)."""
+    from llava.model.tiny import build
+
+    return build(tiny_root / "tiny-llava", parts_dir=tiny_root / "parts")
+
+
+@pytest.fixture(scope="session")
+def tiny_parts(tiny_hf, tiny_root):
+    return tiny_root / "parts"
+
+
+@pytest.fixture(scope="session")
+def tiny_original(tiny_hf, tiny_root):
+    """The same weights in the original LLaVA layout, fp32 so logits can be compared exactly;
+    tower weights not stored (loaded from mm_vision_tower), two .bin shards with an index."""
+    import torch
+
+    from llava.model.tiny import build
+
+    out = tiny_root / "tiny-original"
+    build(out, layout="original", parts_dir=tiny_root / "parts", shards=2, original_dtype=torch.float32)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny_hf):
+    from llava.model.builder import load_pretrained_model
+
+    return load_pretrained_model(str(tiny_hf))
+
+
+@pytest.fixture
+def photo():
+    """A real photograph (scikit-image's astronaut), non-square after cropping."""
+    from skimage import data
+
+    return Image.fromarray(data.astronaut()[40:300, :, :])
+
+
+@pytest.fixture
+def noise_image():
+    return Image.fromarray(np.random.RandomState(0).randint(0, 255, (30, 50, 3)).astype("uint8"))
