@@ -223,8 +223,9 @@ def load_original(
                 "Pass --vision-tower PATH to a local CLIP checkpoint."
             ) from exc
         vision_config = None
-    if vision_config is None:
-        log.warning("tower config not available; reading it off the stored tower weights")
+    reachable = vision_config is not None
+    if not reachable:
+        log.warning("tower %r not available; its config is read off the stored tower weights", source)
         vision_config = infer_clip_vision_config(state, "model.vision_tower.")
     if not stored_tower:
         tower = CLIPVisionModel.from_pretrained(source, dtype=next(iter(state.values())).dtype)
@@ -234,6 +235,8 @@ def load_original(
     aspect = image_aspect_ratio or cfg.get("image_aspect_ratio", "pad")
     aspect = "square" if aspect not in ("pad",) else "pad"
     try:
+        if not reachable:
+            raise FileNotFoundError(source)
         image_processor = image_processor_from_dir(_local_dir(source), aspect)
     except (FileNotFoundError, TypeError, OSError):
         image_processor = make_image_processor(vision_config.image_size, aspect, CLIP_MEAN, CLIP_STD)
