@@ -225,3 +225,29 @@ def test_8bit_loads(tiny_hf):
 def test_4bit_and_8bit_together_is_an_error(tiny_hf):
     with pytest.raises(ValueError, match="one of"):
         load_pretrained_model(str(tiny_hf), load_4bit=True, load_8bit=True)
+
+
+def test_original_layout_in_sharded_safetensors(tiny_original, tmp_path, noise_image):
+    """Later original releases ship model-0000N-of-0000M.safetensors with an index."""
+    from safetensors.torch import save_file
+
+    from llava.model.weights import read_state_dict
+
+    out = tmp_path / "st"
+    shutil.copytree(tiny_original, out, ignore=shutil.ignore_patterns("pytorch_model*"))
+    cfg = json.loads((out / "config.json").read_text())
+    cfg["mm_vision_tower"] = str((tiny_original / cfg["mm_vision_tower"]).resolve())
+    cfg["model_type"] = "llava_llama"
+    (out / "config.json").write_text(json.dumps(cfg))
+    state = read_state_dict(tiny_original)
+    keys = sorted(state)
+    halves = {"model-00001-of-00002.safetensors": keys[: len(keys) // 2],
+              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    for name, ks in halves.items():
+        save_file({k: state[k].contiguous() for k in ks}, str(out / name))
+    index = {"weight_map": {k: name for name, ks in halves.items() for k in ks}}
+    (out / "model.safetensors.index.json").write_text(json.dumps(index))
+    a = load_pretrained_model(str(out))
+    b = load_pretrained_model(str(tiny_original))
+    assert a.kind == "original"
+    assert torch.equal(logits(a, noise_image), logits(b, noise_image))
