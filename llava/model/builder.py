@@ -127,6 +127,8 @@ def load_pretrained_model(
     image_aspect_ratio: str | None = None,
     merge_lora: bool = True,
     attn_implementation: str | None = None,
+    quant_type: str = "nf4",
+    double_quant: bool = True,
 ) -> LoadedModel:
     if load_4bit and load_8bit:
         raise ValueError("choose one of load_4bit and load_8bit")
@@ -136,8 +138,8 @@ def load_pretrained_model(
     if load_4bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
+            bnb_4bit_quant_type=quant_type,
+            bnb_4bit_use_double_quant=double_quant,
             bnb_4bit_compute_dtype=dtype,
             llm_int8_skip_modules=QUANT_SKIP,
         )

@@ -1,0 +1,6 @@
+#!/usr/bin/env bash
+# QLoRA: finetune_task_lora.sh on a 4-bit (NF4, double-quantized) base via bitsandbytes.
+# ZeRO-2 by default: ZeRO-3 cannot partition 4-bit weights.  Same flags and defaults otherwise.
+set -euo pipefail
+export ZERO=${ZERO:-scripts/zero2.json}
+exec bash "$(dirname "$0")/finetune_task_lora.sh" --bits 4 --output_dir checkpoints/llava-smol-task-qlora "$@"

@@ -1,0 +1,172 @@
+"""Training, really launched: the `deepspeed` launcher runs scripts/finetune_task_lora.sh (and the
+QLoRA script) on the tiny model, on CPU, with ZeRO-2, ZeRO-3 and two ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_task(tmp_path_factory):
+    """The sample task at a small size, preprocessed into LLaVA conversations."""
+    from llava.data.sample_task import make_sample_task
+
+    root = tmp_path_factory.mktemp("task")
+    make_sample_task(root / "raw", num_train_images=24, num_test_images=0, seed=0)
+    subprocess.run([sys.executable, str(ROOT / "scripts/task_data_preprocessing.py"), "--input",
+                    str(root / "raw/train.csv"), "--image-folder", str(root / "raw/images"), "--image-template",
+                    "SYN_{image_id:012d}.jpg", "--output-dir", str(root / "data"), "--short-answer",
+                    "--no-progress"], check=True, capture_output=True)
+    return {"data": root / "data/train.json", "images": root / "raw/images", "root": root}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(script: str, out: Path, model: Path, task: dict, *flags: str, procs: int = 1, zero: str | None = None,
+           check: bool = True, data: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable, "NUM_PROCS": str(procs), "MASTER_PORT": str(free_port()),
+           "HF_HUB_OFFLINE": "1"}
+    if zero:
+        env["ZERO"] = f"scripts/{zero}.json"
+    cmd = ["bash", f"scripts/{script}", "--model_name_or_path", str(model), "--data_path",
+           str(data or task["data"]), "--image_folder", str(task["images"]), "--output_dir", str(out),
+           "--per_device_train_batch_size", "4", "--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0",
+           "--learning_rate", "1e-3", "--save_steps", "1000", "--dataloader_num_workers", "0", *flags]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+def losses(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "loss_log.jsonl").read_text().splitlines() if line.strip()]
+
+
+def first_step(out: Path) -> dict:
+    return next(r for r in losses(out) if r["step"] == 1)
+
+
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_lora_script_trains_and_saves_a_loadable_adapter(tmp_path, tiny_hf, tiny_task, zero):
+    from llava.model.builder import load_pretrained_model
+
+    out = tmp_path / "lora"
+    launch("finetune_task_lora.sh", out, tiny_hf, tiny_task, "--max_steps", "3", zero=zero)
+    rows = losses(out)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert all(r["loss"] > 0 for r in rows)
+    for name in ("adapter_config.json", "adapter_model.safetensors", "non_lora_trainables.safetensors",
+                 "config.json", "loss_curve.png", "tokenizer_config.json"):
+        assert (out / name).exists(), name
+    adapter = json.loads((out / "adapter_config.json").read_text())
+    targets = adapter["target_modules"]
+    targets = targets if isinstance(targets, str) else "|".join(targets)
+    assert "language_model" in targets and "vision_tower" not in targets and "lm_head" not in targets
+    base = load_pretrained_model(str(tiny_hf), merge_lora=False).model
+    tuned = load_pretrained_model(str(out), model_base=str(tiny_hf)).model
+    name = "model.multi_modal_projector.linear_1.weight"
+    # The projector trains fully alongside LoRA, so the loaded model carries the trained one.
+    assert not torch.equal(dict(base.named_parameters())[name], dict(tuned.named_parameters())[name])
+    base_tower = {n: p for n, p in base.named_parameters() if "vision_tower" in n}
+    tuned_params = dict(tuned.named_parameters())
+    assert base_tower and all(torch.equal(p, tuned_params[n]) for n, p in base_tower.items())
+
+
+def test_two_ranks_give_the_same_first_step_loss_as_one(tmp_path, tiny_hf, tiny_task):
+    """Same global batch of 8: one rank x 8 against two ranks x 4 (ZeRO-2 data parallel)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    launch("finetune_task_lora.sh", one, tiny_hf, tiny_task, "--max_steps", "2",
+           "--per_device_train_batch_size", "8", procs=1)
+    launch("finetune_task_lora.sh", two, tiny_hf, tiny_task, "--max_steps", "2", procs=2)
+    a, b = first_step(one), first_step(two)
+    assert a["loss"] == pytest.approx(b["loss"], abs=1e-4)
+    assert a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
+    # Each rank read its own half: two ranks x 4 cover the same epoch fraction as one rank x 8.
+    assert a["epoch"] == pytest.approx(b["epoch"])
+
+
+def test_loss_decreases_on_a_repeated_batch(tmp_path, tiny_hf, tiny_task):
+    records = json.loads(Path(tiny_task["data"]).read_text())[:4]
+    data = tmp_path / "four.json"
+    data.write_text(json.dumps(records))
+    out = tmp_path / "repeat"
+    launch("finetune_task_lora.sh", out, tiny_hf, tiny_task, "--max_steps", "12", "--learning_rate", "1e-2",
+           "--lr_scheduler_type", "constant", "--warmup_ratio", "0", "--lora_r", "16", data=data)
+    seq = [r["loss"] for r in losses(out)]
+    # The tiny model's LLM is random, so it learns slowly; but on one batch every step should help.
+    assert seq[-1] < seq[0] - 0.3, seq
+    assert sum(b < a for a, b in zip(seq, seq[1:])) >= 0.8 * (len(seq) - 1), seq
+
+
+def test_resume_gives_the_same_next_step_loss(tmp_path, tiny_hf, tiny_task):
+    """An interrupted run (only checkpoint-2 left) resumes and logs step 3 as the uninterrupted one."""
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    flags = ("--max_steps", "4", "--save_steps", "2", "--save_total_limit", "5", "--lora_dropout", "0.1")
+    launch("finetune_task_lora.sh", full, tiny_hf, tiny_task, *flags)
+    resumed.mkdir()
+    shutil.copytree(full / "checkpoint-2", resumed / "checkpoint-2")
+    proc = launch("finetune_task_lora.sh", resumed, tiny_hf, tiny_task, *flags)
+    assert "resuming from" in proc.stdout + proc.stderr
+    by_step = {r["step"]: r["loss"] for r in losses(full)}
+    again = {r["step"]: r["loss"] for r in losses(resumed)}
+    assert sorted(again) == [3, 4]  # steps 1-2 were not trained again
+    assert again[3] == pytest.approx(by_step[3], abs=1e-6)
+    assert again[4] == pytest.approx(by_step[4], abs=1e-6)
+
+
+def test_qlora_trains_on_cpu(tmp_path, tiny_hf, tiny_task):
+    out = tmp_path / "qlora"
+    proc = launch("finetune_task_qlora.sh", out, tiny_hf, tiny_task, "--max_steps", "2")
+    assert [r["step"] for r in losses(out)] == [1, 2]
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["r"] == 8
+    import re
+
+    found = re.search(r"quantized base for QLoRA: (\d+) Linear4bit layers", proc.stdout + proc.stderr)
+    assert found and int(found.group(1)) > 0, proc.stderr[-3000:]
+    assert (out / "adapter_model.safetensors").exists()
+
+
+def test_wandb_runs_offline_without_a_key(tmp_path, tiny_hf, tiny_task, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    out = tmp_path / "wandb"
+    launch("finetune_task_lora.sh", out, tiny_hf, tiny_task, "--max_steps", "1", "--report_to", "wandb")
+    assert list((out / "wandb").glob("offline-run-*")), list(out.iterdir())
+
+
+def test_unknown_flag_is_an_error(tmp_path):
+    proc = subprocess.run([sys.executable, "llava/train/train.py", "--output_dir", str(tmp_path),
+                           "--lora_enabel", "True"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert "unknown arguments: --lora_enabel" in proc.stderr
+
+
+def test_bad_record_stops_the_run_naming_it(tmp_path, tiny_hf, tiny_task):
+    records = json.loads(Path(tiny_task["data"]).read_text())[:3]
+    records[1]["conversations"][1]["from"] = "human"
+    data = tmp_path / "bad.json"
+    data.write_text(json.dumps(records))
+    proc = subprocess.run([sys.executable, "llava/train/train.py", "--model_name_or_path", str(tiny_hf),
+                           "--data_path", str(data), "--image_folder", str(tiny_task["images"]),
+                           "--output_dir", str(tmp_path / "out"), "--max_steps", "1", "--report_to", "none",
+                           "--use_cpu", "True"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode != 0
+    assert f"record 1 (id {records[1]['id']!r})" in proc.stderr
+    assert not (tmp_path / "out" / "loss_log.jsonl").exists()
