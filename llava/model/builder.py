@@ -156,6 +156,8 @@ def load_pretrained_model(
         if model_base:
             log.warning("--model-base %s ignored: %s is a complete model, not a LoRA directory", model_base, path)
         model, processor = _load_full(path, kind, kwargs, vision_tower, image_aspect_ratio)
+    if load_4bit:
+        keep_bnb_cpu_packing_to_fitting_layers(model)
     model.eval()
     tok = processor.tokenizer
     model.generation_config.pad_token_id = tok.pad_token_id
@@ -163,6 +165,27 @@ def load_pretrained_model(
         model.generation_config.eos_token_id = tok.eos_token_id
     context_len = getattr(model.config.text_config, "max_position_embeddings", 2048)
     return LoadedModel(model, processor, kind, context_len)
+
+
+def keep_bnb_cpu_packing_to_fitting_layers(model) -> int:
+    """Turn off bitsandbytes' packed-weight CPU inference for 4-bit layers it cannot pack.
+
+    On CPUs with AVX512-BF16, bitsandbytes (0.50) repacks a Linear4bit's weight on its
+    first no-grad forward, assuming in_features is a multiple of the quantization
+    block (64) and out_features of 32; for other layers (tiny models) it crashes
+    with "shape '[32, 0]' is invalid".  Those layers keep the plain 4-bit path;
+    real models' layers all fit and keep the fast one.  Returns how many were changed.
+    """
+    changed = 0
+    for module in model.modules():
+        if type(module).__name__ != "Linear4bit" or not getattr(module, "support_avx512bf16_for_cpu", False):
+            continue
+        state = getattr(module.weight, "quant_state", None)
+        block = getattr(state, "blocksize", 64) or 64
+        if module.in_features % block or module.out_features % 32:
+            module.support_avx512bf16_for_cpu = False
+            changed += 1
+    return changed
 
 
 def _load_full(path: Path, kind: str, kwargs: dict, vision_tower, image_aspect_ratio):
