@@ -48,7 +48,7 @@ PRESETS = {
     # For the demo: a small CLIP at 64 px (64 image tokens) and the real SmolLM2-135M.
     "smol": {
         "vision": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,
-                       image_size=64, patch_size=8),
+                       image_size=64, patch_size=16),
         "llm": "smollm2",
     },
 }
