@@ -82,9 +82,31 @@ def test_lora_script_trains_and_saves_a_loadable_adapter(tmp_path, tiny_hf, tiny
     name = "model.multi_modal_projector.linear_1.weight"
     # The projector trains fully alongside LoRA, so the loaded model carries the trained one.
     assert not torch.equal(dict(base.named_parameters())[name], dict(tuned.named_parameters())[name])
+    if zero == "zero2":
+        check_merge(tmp_path, out, tiny_hf, tuned)
     base_tower = {n: p for n, p in base.named_parameters() if "vision_tower" in n}
     tuned_params = dict(tuned.named_parameters())
     assert base_tower and all(torch.equal(p, tuned_params[n]) for n, p in base_tower.items())
+
+
+def check_merge(tmp_path, lora_dir, base_dir, unmerged_reference):
+    """scripts/merge_lora_weights.py writes a directory plain transformers loads, with the same logits."""
+    from transformers import LlavaForConditionalGeneration
+
+    from llava.model.builder import load_pretrained_model
+
+    merged_dir = tmp_path / "merged"
+    subprocess.run([sys.executable, "scripts/merge_lora_weights.py", "--model-path", str(lora_dir),
+                    "--model-base", str(base_dir), "--save-model-path", str(merged_dir)],
+                   cwd=ROOT, check=True, capture_output=True)
+    adapter = load_pretrained_model(str(lora_dir), model_base=str(base_dir), merge_lora=False)
+    merged = LlavaForConditionalGeneration.from_pretrained(merged_dir, dtype=torch.float32).eval()
+    ids = torch.tensor([[1] + [adapter.image_token_id] * adapter.num_image_tokens + [300, 400, 500]])
+    pixels = torch.randn(1, 3, *([adapter.model.config.vision_config.image_size] * 2))
+    with torch.no_grad():
+        a = adapter.model(input_ids=ids, pixel_values=pixels).logits
+        b = merged(input_ids=ids, pixel_values=pixels).logits
+    assert (a - b).abs().max() <= 1e-4
 
 
 def test_two_ranks_give_the_same_first_step_loss_as_one(tmp_path, tiny_hf, tiny_task):

@@ -1,0 +1,55 @@
+"""Merge a LoRA output directory into its base and save a standalone transformers llava directory.
+
+    python scripts/merge_lora_weights.py --model-path checkpoints/llava-smol-task-lora \\
+        --model-base checkpoints/llava-smol-base --save-model-path checkpoints/llava-smol-task-merged
+
+The adapter is folded into the base weights (peft's merge_and_unload, in fp32
+unless --dtype says otherwise), the non-LoRA trainables (projector) replace
+the base's, and the result is saved with its processor and chat template, so
+`LlavaForConditionalGeneration.from_pretrained(OUT)` loads it without this
+package.  A base that does not fit the adapter is refused, naming the tensor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-path", required=True, help="the LoRA output directory")
+    ap.add_argument("--model-base", default=None, help="its base model (default: the adapter config's)")
+    ap.add_argument("--save-model-path", required=True)
+    ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="dtype of the saved weights")
+    args = ap.parse_args(argv)
+
+    from llava.model.builder import load_pretrained_model
+    from llava.model.lora import AdapterMismatch, is_lora_dir
+    from llava.model.processor import save_processor
+
+    if not is_lora_dir(args.model_path):
+        raise SystemExit(f"{args.model_path}: no adapter_config.json; not a LoRA output directory")
+    try:
+        loaded = load_pretrained_model(args.model_path, args.model_base, merge_lora=True, dtype=torch.float32)
+    except AdapterMismatch as exc:
+        raise SystemExit(f"cannot merge: {exc}") from None
+    if loaded.kind != "lora" or hasattr(loaded.model, "peft_config"):
+        raise SystemExit(f"{args.model_path}: the adapter could not be merged into the base")
+    model = loaded.model.to(DTYPES[args.dtype])
+    model.config.use_cache = True
+    out = Path(args.save_model_path)
+    model.save_pretrained(out)
+    save_processor(loaded.processor, out)
+    print(f"merged {args.model_path} into {args.model_base or 'its base'} -> {out}")
+
+
+if __name__ == "__main__":
+    main()
