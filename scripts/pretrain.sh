@@ -16,5 +16,5 @@ exec "${LAUNCH[@]}" llava/train/train.py --deepspeed "$ZERO" --tune_mm_mlp_adapt
   --model_name_or_path checkpoints/llava-smol-init-parts/llm \
   --data_path playground/data/scene_captions/captions.json \
   --image_folder playground/data/scene_captions/images \
-  --output_dir checkpoints/llava-smol-pretrain \
+  --output_dir checkpoints/llava-smol-stage1 \
   "${COMMON_ARGS[@]}" "${DEVICE_ARGS[@]}" "${RECIPE[@]}" "$@"
