@@ -26,32 +26,47 @@ def render_prompt(loaded, question: str, has_image: bool, conv_mode: str | None 
     return text
 
 
+def prompt_ids(loaded, prompt: str) -> list[int]:
+    """Token ids of a rendered prompt, the image placeholder expanded to the model's image tokens."""
+    return tokenize_prompt(prompt, loaded.tokenizer, loaded.image_token_id, loaded.num_image_tokens).input_ids
+
+
+def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask), left-padded: generation appends on the right."""
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+        attention[i, width - len(r):] = 1
+    return input_ids, attention
+
+
+def check_image_count(loaded, ids: Sequence[int], has_image: bool) -> None:
+    n_img = list(ids).count(loaded.image_token_id) // loaded.num_image_tokens
+    if n_img != int(has_image):
+        raise ValueError(f"prompt has {n_img} <image> placeholders but {int(has_image)} image given")
+
+
+def to_model(loaded, input_ids: torch.Tensor, attention: torch.Tensor, pixels: torch.Tensor | None) -> dict:
+    model = loaded.model
+    batch = {"input_ids": input_ids.to(model.device), "attention_mask": attention.to(model.device)}
+    if pixels is not None:
+        batch["pixel_values"] = pixels.to(model.device, tower_dtype(model))
+    return batch
+
+
 def build_batch(loaded, prompts: Sequence[str], images: Sequence[Image.Image | None]) -> dict:
     """input_ids / attention_mask (left-padded) and pixel_values for model.generate."""
     if len(prompts) != len(images):
         raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
-    tok = loaded.tokenizer
-    rows = []
-    for prompt, image in zip(prompts, images):
-        ids = tokenize_prompt(prompt, tok, loaded.image_token_id, loaded.num_image_tokens).input_ids
-        n_img = ids.count(loaded.image_token_id) // loaded.num_image_tokens
-        if n_img != (1 if image is not None else 0):
-            raise ValueError(f"prompt has {n_img} <image> placeholders but {int(image is not None)} image given")
-        rows.append(ids)
-    width = max(len(r) for r in rows)
-    pad = tok.pad_token_id
-    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        input_ids[i, width - len(r):] = torch.tensor(r)
-        attention[i, width - len(r):] = 1
-    model = loaded.model
-    batch = {"input_ids": input_ids.to(model.device), "attention_mask": attention.to(model.device)}
+    rows = [prompt_ids(loaded, p) for p in prompts]
+    for ids, image in zip(rows, images):
+        check_image_count(loaded, ids, image is not None)
+    input_ids, attention = pad_left(rows, loaded.tokenizer.pad_token_id)
     present = [im for im in images if im is not None]
-    if present:
-        pixels = loaded.image_processor(present, return_tensors="pt")["pixel_values"]
-        batch["pixel_values"] = pixels.to(model.device, tower_dtype(model))
-    return batch
+    pixels = loaded.image_processor(present, return_tensors="pt")["pixel_values"] if present else None
+    return to_model(loaded, input_ids, attention, pixels)
 
 
 def tower_dtype(model) -> torch.dtype:
@@ -68,6 +83,19 @@ def generate(loaded, questions: Sequence[str], images: Sequence[Image.Image | No
     """Answers to a batch of single-turn questions."""
     prompts = [render_prompt(loaded, q, im is not None, conv_mode) for q, im in zip(questions, images)]
     batch = build_batch(loaded, prompts, images)
+    texts, _ = generate_batch(loaded, batch, max_new_tokens=max_new_tokens, temperature=temperature,
+                              top_p=top_p, num_beams=num_beams)
+    return texts
+
+
+@torch.inference_mode()
+def generate_batch(loaded, batch: dict, max_new_tokens=64, temperature=0.0, top_p=None,
+                   num_beams=1) -> tuple[list[str], list[int]]:
+    """(answers, generated token counts) for a batch from build_batch / to_model.
+
+    Greedy unless temperature > 0.  A count includes the end-of-sequence token,
+    not the padding that finished rows get while others go on.
+    """
     sample = temperature > 0
     out = loaded.model.generate(
         **batch,
@@ -79,4 +107,14 @@ def generate(loaded, questions: Sequence[str], images: Sequence[Image.Image | No
         pad_token_id=loaded.tokenizer.pad_token_id,
     )
     new = out[:, batch["input_ids"].shape[1]:]
-    return [t.strip() for t in loaded.tokenizer.batch_decode(new, skip_special_tokens=True)]
+    texts = [t.strip() for t in loaded.tokenizer.batch_decode(new, skip_special_tokens=True)]
+    return texts, generated_lengths(new, loaded.model.generation_config.eos_token_id)
+
+
+def generated_lengths(new: torch.Tensor, eos) -> list[int]:
+    """Tokens up to and including the first end-of-sequence token of each row."""
+    if eos is None:
+        return [new.shape[1]] * len(new)
+    is_eos = torch.isin(new, torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos], device=new.device))
+    first = is_eos.int().argmax(1) + 1
+    return torch.where(is_eos.any(1), first, new.shape[1]).tolist()

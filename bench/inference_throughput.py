@@ -1,0 +1,94 @@
+"""Batch inference throughput: model_vqa at batch N against the original behaviour (one question at
+a time, image decoded in the main process), same model, same questions, one process.
+
+    .venv/bin/python bench/inference_throughput.py                      # the demo's merged model
+    .venv/bin/python bench/inference_throughput.py --model-path M --questions Q --image-folder I \\
+        --batch-size 32 --limit 256 [--load-4bit]
+
+Both go through llava.eval.model_vqa.run, so the only difference is batching,
+length sorting and DataLoader workers.  They run in alternation (baseline,
+batched, baseline, batched) so drift in machine speed hits both; the greedy
+answers of the two are checked to be the same; the ratio is printed last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from llava.eval.answers_file import AnswersFile  # noqa: E402
+from llava.eval.model_vqa import parse_args as vqa_args, run  # noqa: E402
+from llava.eval.question_file import read_questions  # noqa: E402
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-path", default="checkpoints/llava-smol-task-merged")
+    ap.add_argument("--model-base", default=None)
+    ap.add_argument("--questions", default="playground/data/sample_task_llava/val_questions.jsonl")
+    ap.add_argument("--image-folder", default="playground/data/sample_task/images")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--num-workers", type=int, default=1)
+    ap.add_argument("--limit", type=int, default=96, help="questions per round")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--max-new-tokens", type=int, default=16)
+    ap.add_argument("--load-4bit", action="store_true")
+    args = ap.parse_args(argv)
+
+    from llava.model.builder import load_pretrained_model
+
+    loaded = load_pretrained_model(args.model_path, args.model_base, load_4bit=args.load_4bit)
+    questions = read_questions(args.questions)[0][: args.limit]
+    common = ["--model-path", args.model_path, "--question-file", args.questions, "--image-folder",
+              args.image_folder, "--max-new-tokens", str(args.max_new_tokens), "--no-progress"]
+    methods = {
+        "one at a time": vqa_args([*common, "--answers-file", "-", "--batch-size", "1", "--num-workers", "0"]),
+        f"batch {args.batch_size}": vqa_args([*common, "--answers-file", "-", "--batch-size", str(args.batch_size),
+                                             "--num-workers", str(args.num_workers)]),
+    }
+    totals = {name: {"answered": 0, "generated_tokens": 0, "seconds": 0.0} for name in methods}
+    answers: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        run(loaded, questions[: args.batch_size], methods[f"batch {args.batch_size}"],
+            AnswersFile(Path(tmp) / "warmup.jsonl", resume=False), "bench")  # first-call costs out of the way
+        for r in range(args.rounds):
+            for name, margs in methods.items():
+                path = Path(tmp) / f"{r}-{name}.jsonl"
+                with AnswersFile(path, resume=False) as writer:
+                    res = run(loaded, questions, margs, writer, "bench")
+                assert not res["errors"], res["errors"][:3]
+                for k in totals[name]:
+                    totals[name][k] += res[k]
+                answers[name] = {str(q): t for q, t in _texts(path).items()}
+                print(f"round {r + 1} {name:>14s}: {res['answered'] / res['seconds']:.2f} answers/s, "
+                      f"{res['generated_tokens'] / res['seconds']:.1f} generated tokens/s", flush=True)
+    base, batched = answers.values()
+    same = sum(base[q] == batched[q] for q in base)
+    print(f"\nmodel {args.model_path}{' (4-bit)' if args.load_4bit else ''}, {len(questions)} questions x "
+          f"{args.rounds} rounds, max {args.max_new_tokens} new tokens, device {loaded.model.device}, "
+          f"{torch.get_num_threads()} threads")
+    print("| method | answers/s | generated tokens/s |\n|---|---|---|")
+    rate = {}
+    for name, t in totals.items():
+        rate[name] = t["answered"] / t["seconds"]
+        print(f"| {name} | {rate[name]:.2f} | {t['generated_tokens'] / t['seconds']:.1f} |")
+    print(f"\nsame greedy answer at batch 1 and batch {args.batch_size}: {same}/{len(base)}")
+    first, second = rate.values()
+    print(f"throughput ratio batch {args.batch_size} / one at a time: {second / first:.2f}x")
+
+
+def _texts(path: Path) -> dict:
+    import json
+
+    return {json.loads(line)["question_id"]: json.loads(line)["text"]
+            for line in path.read_text().splitlines() if line.strip()}
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,217 @@
+"""Batch inference: a question JSONL in, LLaVA's answer JSONL out.
+
+    python -m llava.eval.model_vqa --model-path checkpoints/llava-smol-task-merged \\
+        --question-file playground/data/sample_task_llava/val_questions.jsonl \\
+        --image-folder playground/data/sample_task/images --answers-file answers.jsonl
+
+Each answer line is the original's `{question_id, prompt, text, answer_id,
+model_id, metadata}`.  What differs from the original model_vqa(_loader):
+
+  * batched: questions sorted by prompt length (longest first, so a batch that
+    does not fit in memory fails at once, not an hour in), left-padded,
+    `--batch-size` at a time; images decoded and preprocessed in DataLoader
+    workers while the model generates;
+  * resumable: answers are appended and fsynced per batch; run the same
+    command after a kill and it answers only what is missing (`--no-resume`
+    starts over);
+  * a bad question line, a missing or corrupt image, or a prompt longer than
+    the model's context is an error record in ANSWERS.errors.jsonl (line,
+    question_id, reason) and the run goes on; errored questions are retried
+    by the next run;
+  * answers appear in batch order, not question order: match them by
+    question_id (llava.eval.evaluate does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm
+
+from llava.eval.answers_file import AnswersFile, errors_path, write_errors
+from llava.eval.question_file import Question, get_chunk, read_questions
+from llava.mm_utils import ImageError, load_image
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-path", required=True, help="a llava directory, an original LLaVA checkpoint or a LoRA dir")
+    ap.add_argument("--model-base", default=None, help="the base of a LoRA --model-path")
+    ap.add_argument("--model-id", default=None, help="model_id in the answers (default: the model directory's name)")
+    ap.add_argument("--question-file", required=True)
+    ap.add_argument("--image-folder", default="", help="image paths in the questions are relative to this")
+    ap.add_argument("--answers-file", required=True)
+    ap.add_argument("--conv-mode", default=None, help="conversation template (default: the model's own)")
+    ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    ap.add_argument("--top-p", type=float, default=None)
+    ap.add_argument("--num-beams", type=int, default=1)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--num-chunks", type=int, default=1, help="split the questions into this many chunks ...")
+    ap.add_argument("--chunk-idx", type=int, default=0, help="... and answer this one (0-based)")
+    ap.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
+    ap.add_argument("--load-4bit", action="store_true")
+    ap.add_argument("--load-8bit", action="store_true")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0, help="for sampling (--temperature > 0)")
+    ap.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite the answers file")
+    ap.add_argument("--no-progress", dest="progress", action="store_false")
+    args = ap.parse_args(argv)
+    if args.load_4bit and args.load_8bit:
+        ap.error("choose one of --load-4bit and --load-8bit")
+    if args.batch_size < 1:
+        ap.error("--batch-size must be at least 1")
+    if not 0 <= args.chunk_idx < args.num_chunks:
+        ap.error(f"--chunk-idx must be in [0, {args.num_chunks})")
+    return args
+
+
+class QuestionImages(Dataset):
+    """Item i: the question's prompt ids and its preprocessed image (or the reason it has none)."""
+
+    def __init__(self, questions: list[Question], ids: list[list[int]], image_folder: str, image_processor):
+        self.questions, self.ids = questions, ids
+        self.image_folder = Path(image_folder)
+        self.image_processor = image_processor
+
+    def __len__(self):
+        return len(self.questions)
+
+    def __getitem__(self, i: int) -> dict:
+        q = self.questions[i]
+        item = {"index": i, "ids": self.ids[i], "pixels": None, "error": None}
+        if q.image:
+            try:
+                image = load_image(self.image_folder / q.image)
+                item["pixels"] = self.image_processor(image, return_tensors="pt")["pixel_values"][0]
+            except ImageError as exc:
+                item["error"] = str(exc)
+        return item
+
+
+def collate(items: list[dict], pad_id: int) -> dict:
+    """Left-padded ids and stacked pixels of the usable items; the others with their errors."""
+    from llava.model.inputs import pad_left
+
+    ok = [it for it in items if it["error"] is None]
+    batch = {"indices": [it["index"] for it in ok],
+             "errors": [(it["index"], it["error"]) for it in items if it["error"] is not None]}
+    if ok:
+        batch["input_ids"], batch["attention_mask"] = pad_left([it["ids"] for it in ok], pad_id)
+        pixels = [it["pixels"] for it in ok if it["pixels"] is not None]
+        batch["pixels"] = torch.stack(pixels) if pixels else None
+    return batch
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+
+
+def answer_id(model_id: str, question_id: str, text: str) -> str:
+    """Stable across runs (the original's is a random shortuuid): same model and answer, same id."""
+    return hashlib.sha1(f"{model_id}\0{question_id}\0{text}".encode()).hexdigest()[:22]
+
+
+def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: str) -> dict:
+    """Answer `questions` into `writer`; return counts, errors and throughput."""
+    from functools import partial
+
+    from llava.model.inputs import check_image_count, generate_batch, prompt_ids, render_prompt, to_model
+
+    errors, todo, ids = [], [], []
+    for q in questions:
+        row = prompt_ids(loaded, render_prompt(loaded, q.text, q.image is not None, args.conv_mode))
+        try:
+            check_image_count(loaded, row, q.image is not None)  # e.g. "<image>" typed into the text
+        except ValueError as exc:
+            errors.append({"line": q.line, "question_id": q.question_id, "error": f"question text: {exc}"})
+            continue
+        if len(row) + args.max_new_tokens > loaded.context_len:
+            errors.append({"line": q.line, "question_id": q.question_id,
+                           "error": f"prompt is {len(row)} tokens; with --max-new-tokens {args.max_new_tokens} it "
+                                    f"exceeds the model's context of {loaded.context_len}"})
+            continue
+        todo.append(q)
+        ids.append(row)
+    dataset = QuestionImages(todo, ids, args.image_folder, loaded.image_processor)
+    loader = DataLoader(dataset, batch_sampler=length_sorted_batches([len(r) for r in ids], args.batch_size),
+                        collate_fn=partial(collate, pad_id=loaded.tokenizer.pad_token_id),
+                        num_workers=args.num_workers if len(todo) > args.batch_size else 0)
+    answered = tokens = 0
+    start = time.perf_counter()
+    bar = tqdm(total=len(todo), desc="answering", unit="q", disable=not args.progress)
+    try:
+        for batch in loader:
+            for i, msg in batch["errors"]:
+                errors.append({"line": todo[i].line, "question_id": todo[i].question_id, "error": msg})
+            records = []
+            if batch["indices"]:
+                inputs = to_model(loaded, batch["input_ids"], batch["attention_mask"], batch["pixels"])
+                texts, counts = generate_batch(loaded, inputs, max_new_tokens=args.max_new_tokens,
+                                               temperature=args.temperature, top_p=args.top_p,
+                                               num_beams=args.num_beams)
+                for i, text in zip(batch["indices"], texts):
+                    q = todo[i]
+                    records.append({"question_id": q.question_id, "prompt": q.text, "text": text,
+                                    "answer_id": answer_id(model_id, q.question_id, text), "model_id": model_id,
+                                    "metadata": {"category": q.category} if q.category is not None else {}})
+                writer.write(records)
+                answered += len(records)
+                tokens += sum(counts)
+            bar.update(len(batch["indices"]) + len(batch["errors"]))
+    finally:
+        bar.close()
+    seconds = time.perf_counter() - start
+    return {"answered": answered, "generated_tokens": tokens, "seconds": seconds, "errors": errors}
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    torch.manual_seed(args.seed)
+    questions, bad = read_questions(args.question_file)
+    questions = get_chunk(questions, args.num_chunks, args.chunk_idx)
+    writer = AnswersFile(args.answers_file, resume=args.resume)
+    if writer.torn:
+        print(f"{args.answers_file}: cut off a half-written last line (a killed run); that question is asked again")
+    todo = [q for q in questions if q.question_id not in writer.done]
+    if writer.done:
+        print(f"resuming: {len(questions) - len(todo)} of {len(questions)} questions already answered "
+              f"in {args.answers_file}")
+    errors = [{"line": b.line, "question_id": b.question_id, "error": b.error} for b in bad]
+    stats = {"answered": 0, "generated_tokens": 0, "seconds": 0.0, "errors": []}
+    try:
+        if todo:
+            from llava.model.builder import load_pretrained_model
+
+            loaded = load_pretrained_model(args.model_path, args.model_base, load_4bit=args.load_4bit,
+                                           load_8bit=args.load_8bit, device=args.device)
+            model_id = args.model_id or Path(args.model_path.rstrip("/")).name
+            stats = run(loaded, todo, args, writer, model_id)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(writer.done)} answers are safe in {args.answers_file}; "
+              "run the same command again to answer the rest")
+        raise SystemExit(130) from None
+    finally:
+        writer.close()
+        errors += stats["errors"]
+        write_errors(args.answers_file, errors)
+    s = stats["seconds"]
+    print(f"answered {stats['answered']} questions in {s:.1f} s: {stats['answered'] / s if s else 0:.2f} answers/s, "
+          f"{stats['generated_tokens'] / s if s else 0:.1f} generated tokens/s (batch {args.batch_size}); "
+          f"{len(writer.done)} answers in {args.answers_file}"
+          + (f"; {len(errors)} errors in {errors_path(args.answers_file)}" if errors else ""))
+    return {**stats, "errors": errors}
+
+
+if __name__ == "__main__":
+    main()
