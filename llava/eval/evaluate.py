@@ -1,0 +1,268 @@
+"""Score a batch-inference answers file against an answer key; print a Markdown table and write JSON.
+
+    python -m llava.eval.evaluate --answers-file answers.jsonl \\
+        --annotation-file playground/data/sample_task_llava/val_answers.jsonl [--metric vqa|caption|rating]
+
+Answers (one JSON object a line, as batch inference writes them):
+`{"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}`, or an
+error record `{"question_id", "error"}`. The key: `{"question_id", "answers":
+[...], "category"}` (+ "choices", "answer_letter" for multiple choice); for
+`caption` the answers are reference captions, for `rating` the gold score.
+
+Nothing is lost silently: every key question is scored, a question without a
+usable answer (none, or an error record) scoring 0 and counted as missing;
+error records, answers to ids not in the key (not scored) and duplicate
+answers (the last one wins, as a resumed run appends its retries) are counted.
+Scores are fractions (0-1; CIDEr-D 0-10 as coco-caption), means over all key
+questions; rating metrics are over the answers whose score could be parsed.
+The metrics themselves are llava/eval/metrics.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+from llava.eval.metrics import bleu, caption_scores, gold_score, parse_score, rating_scores, short_answer_score
+
+METRICS = ("vqa", "caption", "rating")
+NO_CATEGORY = "(none)"
+
+
+def read_jsonl(path: str | Path, required: tuple[str, ...] = ("question_id",)) -> list[tuple[int, dict]]:
+    """(line number, object) for each non-blank line; a bad line stops with FILE:LINE and what is wrong."""
+    rows = []
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise SystemExit(f"{path}:{lineno}: not UTF-8 text") from None
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise SystemExit(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise SystemExit(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            for field in required:
+                if row.get(field) is None:
+                    raise SystemExit(f"{path}:{lineno}: missing '{field}'")
+            rows.append((lineno, row))
+    return rows
+
+
+def read_answers(path: str | Path) -> list[dict]:
+    rows = read_jsonl(path)
+    for lineno, row in rows:
+        if "error" not in row and not isinstance(row.get("text"), str):
+            raise SystemExit(f"{path}:{lineno}: answer has neither a 'text' string nor an 'error'")
+    return [row for _, row in rows]
+
+
+def read_annotations(path: str | Path) -> list[dict]:
+    """The key; a question_id twice is an error (which answer would be right?)."""
+    first_line: dict[str, int] = {}
+    rows = read_jsonl(path, required=("question_id", "answers"))
+    for lineno, row in rows:
+        qid = str(row["question_id"])
+        if qid in first_line:
+            raise SystemExit(f"{path}:{lineno}: duplicate question_id {qid!r} (first on line {first_line[qid]})")
+        first_line[qid] = lineno
+    return [row for _, row in rows]
+
+
+def _index(answers_rows: list[dict], annotation_rows: list[dict]):
+    key: dict[str, dict] = {}
+    for i, row in enumerate(annotation_rows):
+        if row.get("question_id") is None or "answers" not in row:
+            raise ValueError(f"annotation row {i + 1}: needs 'question_id' and 'answers'")
+        qid = str(row["question_id"])
+        if qid in key:
+            raise ValueError(f"annotation row {i + 1}: duplicate question_id {qid!r}")
+        key[qid] = row
+    answers: dict[str, dict] = {}
+    duplicates = 0
+    for i, row in enumerate(answers_rows):
+        if row.get("question_id") is None:
+            raise ValueError(f"answers row {i + 1}: no 'question_id'")
+        qid = str(row["question_id"])
+        duplicates += qid in answers
+        answers[qid] = row  # the last one wins
+    return key, answers, duplicates
+
+
+def _category(row: dict) -> str:
+    cat = row.get("category")
+    return NO_CATEGORY if cat is None or cat == "" else str(cat)
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def evaluate(answers_rows: list[dict], annotation_rows: list[dict], metric: str = "vqa") -> dict:
+    """Scores and counts as a JSON-ready dict; see format_table for what a person reads."""
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    key, answers, duplicates = _index(answers_rows, annotation_rows)
+    texts = {qid: row["text"] for qid, row in answers.items()
+             if "error" not in row and isinstance(row.get("text"), str)}
+    counts = {
+        "questions": len(key),
+        "answered": sum(qid in texts for qid in key),
+        "missing": sum(qid not in texts for qid in key),
+        "errors": sum("error" in row for row in answers.values()),
+        "unknown_question_ids": sum(qid not in key for qid in answers),
+        "duplicate_answers": duplicates,
+    }
+    score = {"vqa": _score_vqa, "caption": _score_caption, "rating": _score_rating}[metric]
+    return {"metric": metric, **score(key, texts), "counts": counts}
+
+
+def _score_vqa(key: dict[str, dict], texts: dict[str, str]) -> dict:
+    rows = {}
+    for qid, k in key.items():
+        rows[qid] = short_answer_score(texts.get(qid, ""), k)
+        if qid not in texts:  # no usable answer: every score of the row is 0
+            rows[qid] = {name: 0.0 for name in rows[qid]}
+    by_cat = defaultdict(list)
+    for qid, k in key.items():
+        by_cat[_category(k)].append(rows[qid])
+    mc = [r["multiple_choice"] for r in rows.values() if "multiple_choice" in r]
+    scores = {"vqa_accuracy": _mean([r["vqa_accuracy"] for r in rows.values()]),
+              "exact_match": _mean([r["exact_match"] for r in rows.values()])}
+    if mc:
+        scores.update(multiple_choice_accuracy=_mean(mc), multiple_choice_questions=len(mc))
+    per_category = {cat: {"count": len(rs), "vqa_accuracy": _mean([r["vqa_accuracy"] for r in rs]),
+                          "exact_match": _mean([r["exact_match"] for r in rs])}
+                    for cat, rs in sorted(by_cat.items())}
+    return {"scores": scores, "per_category": per_category,
+            "per_question": {qid: r["vqa_accuracy"] for qid, r in sorted(rows.items())}}
+
+
+def _score_caption(key: dict[str, dict], texts: dict[str, str]) -> dict:
+    refs = {qid: [str(a) for a in k["answers"]] if isinstance(k["answers"], list) else [str(k["answers"])]
+            for qid, k in key.items()}
+    for qid, r in refs.items():
+        if not r:
+            raise ValueError(f"question {qid!r}: no reference captions")
+    cands = {qid: texts.get(qid, "") for qid in key}  # a missing caption is empty: it scores 0
+    result = caption_scores(cands, refs)
+    by_cat = defaultdict(list)
+    for qid, k in key.items():
+        by_cat[_category(k)].append(qid)
+    per_category = {}
+    for cat, qids in sorted(by_cat.items()):
+        # BLEU is a corpus score, so each category's is its own sub-corpus; ROUGE-L and CIDEr-D are
+        # means of per-image scores from the whole set (CIDEr-D's document frequencies included).
+        per_category[cat] = {
+            "count": len(qids),
+            "bleu_4": bleu({q: cands[q] for q in qids}, {q: refs[q] for q in qids})[0][3],
+            "rouge_l": _mean([result["per_image"]["rouge_l"][q] for q in qids]),
+            "cider_d": _mean([result["per_image"]["cider_d"][q] for q in qids]),
+        }
+    return {"scores": result["scores"], "per_category": per_category,
+            "per_question": {q: result["per_image"]["cider_d"][q] for q in sorted(key)}}
+
+
+def _score_rating(key: dict[str, dict], texts: dict[str, str]) -> dict:
+    gold = {}
+    for qid, k in key.items():
+        try:
+            gold[qid] = gold_score(k["answers"])
+        except ValueError as exc:
+            raise ValueError(f"question {qid!r}: {exc}") from None
+    parsed = {qid: parse_score(texts[qid]) for qid in key if qid in texts}
+    valid = sorted(qid for qid, p in parsed.items() if p is not None)
+    scores = rating_scores([parsed[q] for q in valid], [gold[q] for q in valid])
+    scores.update(valid=len(valid), invalid=sum(p is None for p in parsed.values()))
+    by_cat = defaultdict(list)
+    for qid, k in key.items():
+        by_cat[_category(k)].append(qid)
+    per_category = {}
+    for cat, qids in sorted(by_cat.items()):
+        ok = [q for q in qids if parsed.get(q) is not None]
+        s = rating_scores([parsed[q] for q in ok], [gold[q] for q in ok])
+        per_category[cat] = {"count": len(qids), "valid": len(ok), "mae": s["mae"],
+                             "exact_accuracy": s["exact_accuracy"]}
+    return {"scores": scores, "per_category": per_category,
+            "per_question": {q: parsed.get(q) for q in sorted(key)}}
+
+
+# ---------------------------------------------------------------- output
+_LABELS = {
+    "vqa_accuracy": "VQA accuracy", "exact_match": "exact match",
+    "multiple_choice_accuracy": "multiple-choice accuracy", "multiple_choice_questions": "multiple-choice questions",
+    "bleu_1": "BLEU-1", "bleu_2": "BLEU-2", "bleu_3": "BLEU-3", "bleu_4": "BLEU-4", "rouge_l": "ROUGE-L",
+    "cider_d": "CIDEr-D", "mae": "MAE", "exact_accuracy": "exact accuracy", "within_1_accuracy": "within-1 accuracy",
+    "spearman": "Spearman", "valid": "valid scores", "invalid": "invalid (unparseable) scores",
+    "questions": "questions", "answered": "answered", "missing": "missing answers", "errors": "errors",
+    "unknown_question_ids": "unknown question ids (not scored)", "duplicate_answers": "duplicate answers (last kept)",
+    "count": "count",
+}
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return "n/a"
+    return str(value) if isinstance(value, int) else f"{value:.4f}"
+
+
+def format_table(result: dict) -> str:
+    """The scores and counts as a Markdown table, then one row per category."""
+    lines = ["| metric | value |", "|---|---|"]
+    for name, value in [*result["scores"].items(), *result["counts"].items()]:
+        lines.append(f"| {_LABELS.get(name, name)} | {_fmt(value)} |")
+    cats = result.get("per_category") or {}
+    if cats:
+        columns = list(next(iter(cats.values())))
+        lines += ["", "| category | " + " | ".join(_LABELS.get(c, c) for c in columns) + " |",
+                  "|---" * (len(columns) + 1) + "|"]
+        for cat, row in cats.items():
+            lines.append(f"| {cat} | " + " | ".join(_fmt(row[c]) for c in columns) + " |")
+    return "\n".join(lines)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    """Temporary file then rename: an interrupted run never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--answers-file", required=True, help="answers JSONL from batch inference")
+    ap.add_argument("--annotation-file", required=True, help="answer key JSONL (question_id, answers, category)")
+    ap.add_argument("--metric", default="vqa", choices=METRICS)
+    ap.add_argument("--output", default=None, help="scores JSON (default: <answers stem>_scores.json beside it)")
+    args = ap.parse_args(argv)
+
+    for path in (args.answers_file, args.annotation_file):
+        if not Path(path).is_file():
+            raise SystemExit(f"{path}: no such file")
+    answers = read_answers(args.answers_file)
+    key = read_annotations(args.annotation_file)
+    try:
+        result = evaluate(answers, key, args.metric)
+    except ValueError as exc:
+        raise SystemExit(f"{args.annotation_file}: {exc}") from None
+    print(format_table(result))
+    answers_path = Path(args.answers_file)
+    output = Path(args.output) if args.output else answers_path.with_name(f"{answers_path.stem}_scores.json")
+    _write_json(output, {"answers_file": str(args.answers_file), "annotation_file": str(args.annotation_file),
+                         **result})
+    print(f"\nscores written to {output}")
+
+
+if __name__ == "__main__":
+    main()
