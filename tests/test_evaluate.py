@@ -142,3 +142,15 @@ def test_library_call_without_subprocess():
     assert "| errors | 1 |" in format_table(result)
     with pytest.raises(ValueError, match="unknown metric"):
         evaluate(ANSWERS, KEY, metric="bleu")
+
+
+def test_batch_inference_errors_file_is_counted(tmp_path):
+    """model_vqa writes unusable questions to ANSWERS.errors.jsonl: the table counts them as errors."""
+    answers = write_jsonl(tmp_path / "answers.jsonl", ANSWERS[:3])
+    write_jsonl(tmp_path / "answers.errors.jsonl", [{"line": 4, "question_id": "q4", "error": "no such file"},
+                                                     {"line": 9, "question_id": None, "error": "malformed JSON"}])
+    proc = run("--answers-file", answers, "--annotation-file", write_jsonl(tmp_path / "key.jsonl", KEY))
+    assert proc.returncode == 0, proc.stderr
+    assert "| errors | 2 |" in proc.stdout and "| missing answers | 3 |" in proc.stdout
+    saved = json.loads((tmp_path / "answers_scores.json").read_text())
+    assert saved["errors_file"] == str(tmp_path / "answers.errors.jsonl")

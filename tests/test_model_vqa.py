@@ -100,6 +100,8 @@ def test_a_killed_run_resumes_without_losing_or_repeating_an_answer(tmp_path, ti
     assert {r["question_id"]: r["text"] for r in after} == {r["question_id"]: r["text"] for r in read(reference)}
     again = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert "resuming: 120 of 120" in again.stdout and len(read(answers)) == 120
+    other = subprocess.run([*cmd, "--model-id", "another-model"], cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert other.returncode != 0 and "would mix two models' answers" in other.stderr
 
 
 def test_bad_lines_and_missing_images_become_error_records(tmp_path, tiny_hf):

@@ -28,6 +28,7 @@ class AnswersFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.done: set[str] = set()
+        self.model_ids: set[str] = set()  # of the answers already there
         self.torn = False
         if resume and self.path.exists():
             self._recover()
@@ -46,10 +47,13 @@ class AnswersFile:
             if not line.strip():
                 continue
             try:
-                self.done.add(str(json.loads(line)["question_id"]))
+                row = json.loads(line)
+                self.done.add(str(row["question_id"]))
             except (json.JSONDecodeError, KeyError, TypeError):
                 raise SystemExit(f"{self.path}:{lineno}: not an answer record; cannot resume from this file "
                                  "(move it away, or pass --no-resume to start over)") from None
+            if row.get("model_id") is not None:
+                self.model_ids.add(str(row["model_id"]))
 
     def write(self, records: list[dict]) -> None:
         if not records:

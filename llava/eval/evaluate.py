@@ -27,6 +27,7 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from llava.eval.answers_file import errors_path
 from llava.eval.metrics import bleu, caption_scores, gold_score, parse_score, rating_scores, short_answer_score
 
 METRICS = ("vqa", "caption", "rating")
@@ -256,6 +257,10 @@ def main(argv=None) -> None:
         result = evaluate(answers, key, args.metric)
     except ValueError as exc:
         raise SystemExit(f"{args.annotation_file}: {exc}") from None
+    sidecar = errors_path(args.answers_file)
+    if sidecar.is_file():  # batch inference's errors (bad lines, missing images): their questions are missing
+        result["counts"]["errors"] += sum(1 for line in sidecar.read_text(encoding="utf-8").splitlines() if line.strip())
+        result["errors_file"] = str(sidecar)
     print(format_table(result))
     answers_path = Path(args.answers_file)
     output = Path(args.output) if args.output else answers_path.with_name(f"{answers_path.stem}_scores.json")

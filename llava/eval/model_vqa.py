@@ -180,7 +180,13 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     questions, bad = read_questions(args.question_file)
     questions = get_chunk(questions, args.num_chunks, args.chunk_idx)
+    model_id = args.model_id or Path(args.model_path.rstrip("/")).name
     writer = AnswersFile(args.answers_file, resume=args.resume)
+    if writer.model_ids - {model_id}:
+        writer.close()
+        raise SystemExit(f"{args.answers_file} holds answers of {', '.join(sorted(writer.model_ids))}, not "
+                         f"{model_id}: resuming would mix two models' answers. Pass another --answers-file, "
+                         "or --no-resume to overwrite it.")
     if writer.torn:
         print(f"{args.answers_file}: cut off a half-written last line (a killed run); that question is asked again")
     todo = [q for q in questions if q.question_id not in writer.done]
@@ -195,7 +201,6 @@ def main(argv=None) -> dict:
 
             loaded = load_pretrained_model(args.model_path, args.model_base, load_4bit=args.load_4bit,
                                            load_8bit=args.load_8bit, device=args.device)
-            model_id = args.model_id or Path(args.model_path.rstrip("/")).name
             stats = run(loaded, todo, args, writer, model_id)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(writer.done)} answers are safe in {args.answers_file}; "
