@@ -61,3 +61,28 @@ def photo():
 @pytest.fixture
 def noise_image():
     return Image.fromarray(np.random.RandomState(0).randint(0, 255, (30, 50, 3)).astype("uint8"))
+
+
+@pytest.fixture(scope="session")
+def lora_run(tiny_hf, tmp_path_factory):
+    """A LoRA directory as training writes it: adapter with non-zero B, trained projector."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from llava.model.builder import load_pretrained_model
+    from llava.model.lora import language_model_linear_names, llm_target_regex, save_lora
+
+    base = load_pretrained_model(str(tiny_hf))
+    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
+                     target_modules=llm_target_regex(language_model_linear_names(base.model)))
+    peft_model = get_peft_model(base.model, cfg)
+    torch.manual_seed(1)
+    for name, p in peft_model.named_parameters():
+        if "lora_B" in name:
+            p.data.normal_(0, 0.5)
+        if "multi_modal_projector" in name:
+            p.requires_grad_(True)
+            p.data.add_(0.1)
+    assert not any("vision_tower" in n for n, _ in peft_model.named_parameters() if "lora_" in n)
+    out = save_lora(peft_model, tmp_path_factory.mktemp("lora") / "run", base.processor)
+    return out, peft_model, base

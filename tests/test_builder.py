@@ -5,12 +5,11 @@ import shutil
 
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
 from safetensors.torch import load_file
 
 from llava.model.builder import load_pretrained_model
 from llava.model.inputs import build_batch, generate, render_prompt
-from llava.model.lora import AdapterMismatch, language_model_linear_names, llm_target_regex, save_lora
+from llava.model.lora import AdapterMismatch, language_model_linear_names
 
 VOCAB = 32000  # the original vocabulary; rows past it are tokens we add (<image>)
 
@@ -81,25 +80,6 @@ def test_missing_directory():
 
 
 # ---- LoRA -------------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def lora_run(tiny_hf, tmp_path_factory):
-    """A LoRA directory as training writes it: adapter with non-zero B, trained projector."""
-    base = load_pretrained_model(str(tiny_hf))
-    cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
-                     target_modules=llm_target_regex(language_model_linear_names(base.model)))
-    peft_model = get_peft_model(base.model, cfg)
-    torch.manual_seed(1)
-    for name, p in peft_model.named_parameters():
-        if "lora_B" in name:
-            p.data.normal_(0, 0.5)
-        if "multi_modal_projector" in name:
-            p.requires_grad_(True)
-            p.data.add_(0.1)
-    assert not any("vision_tower" in n for n, _ in peft_model.named_parameters() if "lora_" in n)
-    out = save_lora(peft_model, tmp_path_factory.mktemp("lora") / "run", base.processor)
-    return out, peft_model, base
-
 
 def test_lora_dir_loads_with_its_base(lora_run, tiny_hf, noise_image):
     out, peft_model, base = lora_run
