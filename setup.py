@@ -12,7 +12,7 @@ extras = {
     "demo": ["gguf>=0.10", "mistral-common>=1.5"],
     "serve": [],
     "eval": [],
-    "dev": ["pytest>=8", "pytest-timeout", "scikit-image"],
+    "dev": ["pytest>=8", "pytest-timeout", "scikit-image", "pexpect"],
 }
 extras["all"] = sorted({p for group in extras.values() for p in group})
 

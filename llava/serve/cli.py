@@ -1,0 +1,125 @@
+"""Chat with a model about an image in the terminal; the answer streams in as it is generated.
+
+    python -m llava.serve.cli --model-path checkpoints/llava-smol-task-merged --image-file cat.jpg
+    python -m llava.serve.cli --model-path liuhaotian/llava-v1.5-7b --image-file https://.../cat.jpg --load-4bit
+    python -m llava.serve.cli                       # the embedded default (after `make demo`)
+
+The image may be a path, an http(s) URL, a data: URL or base64 text.  At the
+prompt:  \\image PATH  switches to another image (and starts a new conversation),
+\\reset  clears the history,  \\exit  (or Ctrl-D) leaves.  Ctrl-C stops an answer
+being generated; at the prompt it leaves.
+
+Works for LoRA directories (--model-base) and with --load-4bit / --load-8bit,
+where the original's CLI failed (LLaVA#433, #829): loading goes through
+load_pretrained_model, which keeps the tower and projector in full precision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+COMMANDS = "\\image PATH (new image, new conversation), \\reset (clear history), \\exit"
+
+
+def parse_args(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model-path", default=None, help="default: the embedded default model")
+    ap.add_argument("--model-base", default=None, help="the base of a LoRA --model-path")
+    ap.add_argument("--image-file", default=None, help="path, http(s) URL, data: URL or base64")
+    ap.add_argument("--conv-mode", default=None, help="conversation template (default: the model's own)")
+    ap.add_argument("--temperature", type=float, default=0.2, help="0 = greedy")
+    ap.add_argument("--top-p", type=float, default=None)
+    ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--load-4bit", action="store_true")
+    ap.add_argument("--load-8bit", action="store_true")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=None, help="for reproducible sampling")
+    args = ap.parse_args(argv)
+    if args.load_4bit and args.load_8bit:
+        ap.error("choose one of --load-4bit and --load-8bit")
+    return args
+
+
+def read_line(prompt: str) -> str | None:
+    """A line from the user; None on EOF (Ctrl-D) or Ctrl-C at the prompt."""
+    try:
+        return input(prompt)
+    except (EOFError, KeyboardInterrupt):
+        print()
+        return None
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import logging
+
+    import torch
+
+    from llava.mm_utils import ImageError
+    from llava.model.builder import load_pretrained_model
+    from llava.serve.chat import ChatSession, default_model_path
+    from llava.serve.images import open_image
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.seed is not None:
+        torch.manual_seed(args.seed)
+    image = None
+    if args.image_file:
+        try:
+            image = open_image(args.image_file)
+        except ImageError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    model_path = args.model_path or default_model_path()
+    print(f"loading {model_path}{' (4-bit)' if args.load_4bit else ' (8-bit)' if args.load_8bit else ''} ...",
+          flush=True)
+    loaded = load_pretrained_model(model_path, args.model_base, load_4bit=args.load_4bit,
+                                   load_8bit=args.load_8bit, device=args.device)
+    chat = ChatSession(loaded, image=image, conv_mode=args.conv_mode, temperature=args.temperature,
+                       top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+    quantized = sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in loaded.model.modules())
+    print(f"ready: {'an image' if image is not None else 'no image (text only)'}"
+          + (f"; {quantized} bitsandbytes-quantized layers" if quantized else "") + f"; commands: {COMMANDS}",
+          flush=True)
+    while True:
+        line = read_line("USER: ")
+        if line is None:
+            break
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("\\exit", "\\quit"):
+            break
+        if text == "\\reset":
+            chat.reset()
+            print("(history cleared)")
+            continue
+        if text.startswith("\\image"):
+            source = text[len("\\image"):].strip()
+            if not source:
+                print("usage: \\image PATH-OR-URL")
+                continue
+            try:
+                chat.reset(image=open_image(source))
+            except ImageError as exc:
+                print(f"error: {exc}")
+                continue
+            print("(new image; history cleared)")
+            continue
+        if text.startswith("\\"):
+            print(f"unknown command {text.split()[0]}; commands: {COMMANDS}")
+            continue
+        print("ASSISTANT: ", end="", flush=True)
+        try:
+            for piece in chat.ask(text):
+                print(piece, end="", flush=True)
+            print(flush=True)
+        except KeyboardInterrupt:
+            print(" [stopped]", flush=True)
+    print("bye")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
