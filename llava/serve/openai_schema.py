@@ -1,0 +1,225 @@
+"""The OpenAI chat-completions wire format: a request body checked field by field into what
+ChatSession needs (history, question, at most one image), and the objects clients expect back.
+
+Checked by hand rather than by a pydantic model so that every refusal names the
+field in the request's own terms (`messages[2].content[0].image_url.url`) and
+says what to do instead; the subset of the API is small enough to read in one go.
+
+Rules where LLaVA-1.5 differs from a general chat model (docs/serving.md lists them):
+- one image per conversation, given to the model with the first user turn,
+  wherever it appears in the messages (LLaVA puts it first);
+- system (and developer) messages are refused: the templates have one fixed system
+  prompt, the one the model was trained with, and ChatSession always uses it, so
+  a system message would otherwise be dropped without a word;
+- consecutive messages of the same role are joined with a newline;
+- the literal "<image>" is removed from message text: it is LLaVA's placeholder
+  for the image's tokens, and the image comes from an image_url part instead;
+- parameters that would change the answer and are not implemented (n > 1, stop,
+  tools, logprobs, a JSON response_format) are refused, not ignored; others
+  (user, metadata, frequency_penalty, ...) are ignored.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from llava.constants import DEFAULT_IMAGE_TOKEN
+
+DEFAULT_TEMPERATURE = 1.0  # OpenAI's default when a request gives none
+
+
+class APIError(Exception):
+    """A request the server answers with `status` and OpenAI's error object."""
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None,
+                 type: str = "invalid_request_error"):
+        super().__init__(message)
+        self.status, self.message, self.param, self.code, self.type = status, message, param, code, type
+
+    def body(self) -> dict:
+        return error_body(self.message, self.type, self.param, self.code)
+
+
+def error_body(message: str, type: str = "invalid_request_error", param=None, code=None) -> dict:
+    return {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def bad(message: str, param: str | None = None, code: str = "invalid_value") -> APIError:
+    return APIError(400, f"{param}: {message}" if param else message, param=param, code=code)
+
+
+@dataclass
+class ChatRequest:
+    model: str
+    question: str
+    history: list[tuple[str, str]] = field(default_factory=list)
+    image_url: str | None = None
+    image_param: str | None = None  # where the image is, for messages about it
+    temperature: float = DEFAULT_TEMPERATURE
+    top_p: float | None = None
+    max_tokens: int | None = None
+    stream: bool = False
+    include_usage: bool = False
+    seed: int | None = None
+
+
+def parse_chat_request(body: bytes, max_tokens_cap: int) -> ChatRequest:
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise bad(f"the request body is not valid JSON ({exc})", code="invalid_json") from exc
+    if not isinstance(data, dict):
+        raise bad(f"the request body must be a JSON object, not {type(data).__name__}", code="invalid_json")
+    model = data.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad("required: the id of the model (see GET /v1/models)", "model", "missing_required_parameter")
+    _refuse_unsupported(data)
+    turns, image_url, image_param = _conversation(data.get("messages"))
+    max_tokens = _max_tokens(data, max_tokens_cap)
+    stream = _typed(data, "stream", bool, False)
+    options = data.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise bad("must be an object such as {\"include_usage\": true}", "stream_options")
+    include_usage = _typed(options, "include_usage", bool, False, "stream_options.include_usage")
+    temperature = _number(data, "temperature", 0.0, 2.0, DEFAULT_TEMPERATURE)
+    top_p = _number(data, "top_p", 0.0, 1.0, None)
+    if top_p is not None and top_p <= 0:
+        raise bad("must be more than 0 and at most 1", "top_p")
+    seed = _typed(data, "seed", int, None)
+    history = [(turns[i][1], turns[i + 1][1]) for i in range(0, len(turns) - 1, 2)]
+    return ChatRequest(model, turns[-1][1], history, image_url, image_param, temperature, top_p, max_tokens,
+                       stream, include_usage, seed)
+
+
+def _refuse_unsupported(data: dict) -> None:
+    if data.get("n") not in (None, 1):
+        raise bad("only n=1 is supported: ask again for another answer", "n", "unsupported_parameter")
+    if data.get("stop"):
+        raise bad("stop sequences are not supported; the answer ends at the model's end of turn", "stop",
+                  "unsupported_parameter")
+    for name in ("tools", "functions"):
+        if data.get(name):
+            raise bad("tool and function calling are not supported by LLaVA-1.5", name, "unsupported_parameter")
+    if data.get("logprobs"):
+        raise bad("log probabilities are not supported", "logprobs", "unsupported_parameter")
+    fmt = data.get("response_format")
+    if fmt not in (None, {"type": "text"}):
+        raise bad("only {\"type\": \"text\"} is supported", "response_format", "unsupported_parameter")
+
+
+def _conversation(messages) -> tuple[list[tuple[str, str]], str | None, str | None]:
+    """[(role, text), ...] alternating user/assistant and ending with user, and the one image (url, param)."""
+    if not isinstance(messages, list) or not messages:
+        raise bad("required: a non-empty list of messages", "messages", "missing_required_parameter")
+    turns: list[tuple[str, str]] = []
+    images: list[tuple[str, str]] = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            raise bad("must be an object with role and content", where)
+        role = message.get("role")
+        if role in ("system", "developer"):
+            raise bad(f"{role} messages are not supported: LLaVA-1.5 keeps the fixed system prompt of its "
+                      "conversation template (the one it was trained with); put instructions in the first user "
+                      "message instead", f"{where}.role", "unsupported_role")
+        if role not in ("user", "assistant"):
+            raise bad(f"role {role!r} is not supported; use user or assistant", f"{where}.role", "unsupported_role")
+        text = _content(message.get("content"), f"{where}.content", role, images)
+        text = text.replace(DEFAULT_IMAGE_TOKEN, "")
+        if turns and turns[-1][0] == role:
+            turns[-1] = (role, f"{turns[-1][1]}\n{text}")
+        else:
+            turns.append((role, text))
+    if len(images) > 1:
+        raise bad(f"{len(images)} images in the conversation ({', '.join(p for _, p in images)}); LLaVA-1.5 "
+                  "takes at most one image per conversation", "messages", "too_many_images")
+    if turns[0][0] != "user":
+        raise bad("the conversation must start with a user message", "messages[0].role", "invalid_value")
+    if turns[-1][0] != "user":
+        raise bad("the last message must be from the user (the assistant answers it)", "messages", "invalid_value")
+    url, param = images[0] if images else (None, None)
+    return [(r, t.strip()) for r, t in turns], url, param
+
+
+def _content(content, where: str, role: str, images: list) -> str:
+    if isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise bad("must be a string or a list of content parts", where)
+    texts = []
+    for j, part in enumerate(content):
+        at = f"{where}[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text":
+            if not isinstance(part.get("text"), str):
+                raise bad("must be a string", f"{at}.text")
+            texts.append(part["text"])
+        elif kind == "image_url":
+            if role != "user":
+                raise bad("only user messages may carry an image", at)
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else None
+            if not isinstance(url, str) or not url.strip():
+                raise bad("required: {\"url\": \"data:image/png;base64,...\"}", f"{at}.image_url.url")
+            images.append((url, f"{at}.image_url.url"))
+        else:
+            raise bad(f"content part type {kind!r} is not supported; use text or image_url", f"{at}.type")
+    return "\n".join(texts)
+
+
+def _max_tokens(data: dict, cap: int) -> int | None:
+    values = {k: data.get(k) for k in ("max_tokens", "max_completion_tokens") if data.get(k) is not None}
+    if len(set(values.values())) > 1:
+        raise bad("max_tokens and max_completion_tokens differ; give one", "max_tokens")
+    if not values:
+        return None
+    name, value = next(iter(values.items()))
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise bad(f"must be a positive integer, not {value!r}", name)
+    if value > cap:
+        raise bad(f"{value} is more than this server's limit of {cap} tokens (--max-tokens)", name,
+                  "max_tokens_too_large")
+    return value
+
+
+def _typed(data: dict, name: str, kind: type, default, param: str | None = None):
+    value = data.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) != (kind is bool) or not isinstance(value, kind):
+        raise bad(f"must be {'a boolean' if kind is bool else 'an integer'}, not {value!r}", param or name)
+    return value
+
+
+def _number(data: dict, name: str, low: float, high: float, default):
+    value = data.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise bad(f"must be a number from {low:g} to {high:g}, not {value!r}", name)
+    return float(value)
+
+
+# --- responses ---------------------------------------------------------------------------------------
+
+
+def completion_object(request_id: str, created: int, model: str, content: str, finish_reason: str,
+                      usage: dict) -> dict:
+    return {"id": request_id, "object": "chat.completion", "created": created, "model": model,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
+                         "logprobs": None, "finish_reason": finish_reason}],
+            "usage": usage}
+
+
+def chunk_object(request_id: str, created: int, model: str, delta: dict | None = None,
+                 finish_reason: str | None = None, usage: dict | None = None) -> dict:
+    """A chat.completion.chunk; delta=None with usage gives OpenAI's final usage chunk (no choices)."""
+    choices = [] if delta is None else [{"index": 0, "delta": delta, "logprobs": None,
+                                         "finish_reason": finish_reason}]
+    return {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": model,
+            "choices": choices, "usage": usage}
+
+
+def models_object(model: str, created: int) -> dict:
+    return {"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "llava"}]}
