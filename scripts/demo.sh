@@ -42,11 +42,12 @@ if [ -f "$STAGE1/mm_projector.safetensors" ]; then echo "   (exists)"; else
   elapsed "$t0"
 fi
 
-step "5/12 stage 2: LoRA + projector on captions in the chat template, merged -> $BASE"
+step "5/12 stage 2: LoRA + projector on scene chats (caption, then questions answered in sentences), merged -> $BASE"
 if [ -f "$BASE/config.json" ]; then echo "   (exists)"; else
   t0=$(date +%s)
   [ -f "$STAGE2/adapter_config.json" ] || bash scripts/finetune_task_lora.sh --model_name_or_path "$STAGE1" \
-    --data_path "$CAPS/captions.json" --image_folder "$CAPS/images" --output_dir "$STAGE2" --max_steps 160
+    --data_path "$CAPS/chat.json" --image_folder "$CAPS/images" --output_dir "$STAGE2" --max_steps 160 \
+    --mm_projector_lr 5e-4
   "$PY" scripts/merge_lora_weights.py --model-path "$STAGE2" --model-base "$STAGE1" --save-model-path "$BASE"
   elapsed "$t0"
 fi

@@ -15,7 +15,7 @@ exec "${LAUNCH[@]}" llava/train/train.py --deepspeed "$ZERO" --version vicuna_v1
   --vision_tower checkpoints/smol-clip \
   --model_name_or_path checkpoints/llava-smol-init-parts/llm \
   --pretrain_mm_mlp_adapter checkpoints/llava-smol-stage1/mm_projector.safetensors \
-  --data_path playground/data/scene_captions/captions.json \
+  --data_path playground/data/scene_captions/chat.json \
   --image_folder playground/data/scene_captions/images \
   --output_dir checkpoints/llava-smol-stage2 \
   "${COMMON_ARGS[@]}" "${DEVICE_ARGS[@]}" "${RECIPE[@]}" "$@"

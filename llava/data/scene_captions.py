@@ -12,9 +12,11 @@ colour, shape and place, in LLaVA's conversation format:
     DIR/images/SYN_*.jpg
     DIR/captions.json       [{"id", "image", "conversations": [{"from": "human", "value": "<image>\\n..."},
                                                                {"from": "gpt", "value": "There are two ..."}]}]
-    DIR/chat.json           the same scenes as conversations: the caption, then questions answered
-                            in full sentences ("Which colour does the diamond have?" -> "The diamond
-                            is red."), as LLaVA's stage-2 instruction data
+    DIR/chat.json           the same scenes as conversations: questions answered in full sentences
+                            ("Which colour does the diamond have?" -> "The diamond is red."), as
+                            LLaVA's stage-2 instruction data; half of them ask for the caption first,
+                            half start straight with a question (else the model learns that a first
+                            turn is always answered with a caption, whatever it asks)
 
 Stage 1 (projector only) trains on captions.json, stage 2 on chat.json.  Neither
 holds the task's wording or its short answers: after them the base describes
@@ -102,9 +104,14 @@ def make_scene_captions(output_dir: str | Path, num_images: int = 4000, seed: in
                 {"from": "gpt", "value": caption(plan.objects)},
             ],
         })
-        turns = [turn for q, a in chat_turns(plan.objects, rng)
+        caption_first = rng.random() < 0.5
+        turns = [turn for q, a in chat_turns(plan.objects, rng, k=2 if caption_first else 3)
                  for turn in ({"from": "human", "value": q}, {"from": "gpt", "value": a})]
-        chats.append({**records[-1], "id": f"chat{i:06d}", "conversations": records[-1]["conversations"] + turns})
+        if caption_first:
+            conversation = records[-1]["conversations"] + turns
+        else:
+            conversation = [{"from": "human", "value": "<image>\n" + turns[0]["value"]}, *turns[1:]]
+        chats.append({**records[-1], "id": f"chat{i:06d}", "conversations": conversation})
     path = out / "captions.json"
     path.write_text(json.dumps(records, indent=1))
     (out / "chat.json").write_text(json.dumps(chats, indent=1))
