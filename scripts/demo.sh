@@ -42,7 +42,7 @@ if [ -f "$STAGE1/mm_projector.safetensors" ]; then echo "   (exists)"; else
   elapsed "$t0"
 fi
 
-step "5/12 stage 2: LoRA + projector on scene chats (caption, then questions answered in sentences), merged -> $BASE"
+step "5/12 stage 2: LoRA + projector on scene chats (questions answered in sentences), merged -> $BASE"
 if [ -f "$BASE/config.json" ]; then echo "   (exists)"; else
   t0=$(date +%s)
   [ -f "$STAGE2/adapter_config.json" ] || bash scripts/finetune_task_lora.sh --model_name_or_path "$STAGE1" \
