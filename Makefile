@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 #   make test TORCH_SPEC='torch torchvision'
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test clean
+.PHONY: install browser demo test clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -23,7 +23,14 @@ install: $(VENV)/.installed
 demo: install
 	PYTHON=$(PY) bash scripts/demo.sh
 
-test: install
+# Debian's Chromium, for the web UI's browser tests (tests/test_web.py); installed when root can.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "note: no Chromium and cannot install it: the web UI tests will be skipped"
+
+test: install browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 clean:

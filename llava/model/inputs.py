@@ -12,17 +12,20 @@ from llava.conversation import USER, first_turn_with_image, get_template
 from llava.mm_utils import tokenize_prompt
 
 
-def render_prompt(loaded, question: str, has_image: bool, conv_mode: str | None = None, history=()) -> str:
+def render_prompt(loaded, question: str, has_image: bool, conv_mode: str | None = None, history=(),
+                  system: str | None = None) -> str:
     """The generation prompt for `question` after `history` [(user, assistant), ...].
 
-    The image placeholder goes in the first user turn, as in the original.
+    The image placeholder goes in the first user turn, as in the original.  `system` replaces the
+    template's own system prompt (None keeps it).
     """
     template = get_template(conv_mode or loaded.conv_mode)
     turns = []
     for i, (q, a) in enumerate(history):
         turns += [(USER, first_turn_with_image(q) if has_image and i == 0 else q), ("assistant", a)]
     turns.append((USER, first_turn_with_image(question) if has_image and not history else question))
-    text, _ = template.render(turns, eos_token=loaded.tokenizer.eos_token, add_generation_prompt=True)
+    text, _ = template.render(turns, eos_token=loaded.tokenizer.eos_token, add_generation_prompt=True,
+                              system=system)
     return text
 
 

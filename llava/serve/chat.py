@@ -56,10 +56,12 @@ class ChatSession:
     top_p: float | None = None
     max_new_tokens: int = 512
     history: list[tuple[str, str]] = field(default_factory=list)
+    system: str | None = None  # replaces the template's system prompt; None keeps the one it was trained with
     last_usage: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self._stop = threading.Event()
+        self.stopped = False  # set by stop(); the turn it ends is not kept, and the flag clears
 
     def reset(self, image: Image.Image | None = None, keep_image: bool = True) -> None:
         """Clear the history; a new image (or none, with keep_image=False) starts a new conversation."""
@@ -68,16 +70,20 @@ class ChatSession:
             self.image = image
 
     def stop(self) -> None:
+        """End the answer being generated (from another thread); it is not kept in the history."""
+        self.stopped = True
         self._stop.set()
 
     def ask(self, question: str) -> Iterator[str]:
         """Stream the answer to `question`; when it ends, the turn is in the history."""
         loaded = self.loaded
-        prompt = render_prompt(loaded, question, self.image is not None, self.conv_mode, self.history)
+        prompt = render_prompt(loaded, question, self.image is not None, self.conv_mode, self.history,
+                               self.system)
         batch = build_batch(loaded, [prompt], [self.image])
         streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         sample = self.temperature > 0
-        self._stop.clear()
+        if not self.stopped:  # a stop() that came before this turn began still counts
+            self._stop.clear()
         kwargs = dict(**batch, streamer=streamer, max_new_tokens=self.max_new_tokens, do_sample=sample,
                       temperature=self.temperature if sample else None, top_p=self.top_p if sample else None,
                       pad_token_id=loaded.tokenizer.pad_token_id,
@@ -110,4 +116,7 @@ class ChatSession:
         completion = int(out.shape[1] - prompt_tokens) if out is not None else len(pieces)
         self.last_usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
                            "total_tokens": prompt_tokens + completion}
-        self.history.append((question, answer))
+        if self.stopped:
+            self.stopped = False  # the next turn starts afresh
+        else:
+            self.history.append((question, answer))

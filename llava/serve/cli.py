@@ -19,25 +19,21 @@ from __future__ import annotations
 import argparse
 import sys
 
+from llava.serve.model_args import add_model_args, check_model_args
+
 COMMANDS = "\\image PATH (new image, new conversation), \\reset (clear history), \\exit"
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model-path", default=None, help="default: the embedded default model")
-    ap.add_argument("--model-base", default=None, help="the base of a LoRA --model-path")
+    add_model_args(ap)
     ap.add_argument("--image-file", default=None, help="path, http(s) URL, data: URL or base64")
-    ap.add_argument("--conv-mode", default=None, help="conversation template (default: the model's own)")
     ap.add_argument("--temperature", type=float, default=0.2, help="0 = greedy")
     ap.add_argument("--top-p", type=float, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=512)
-    ap.add_argument("--load-4bit", action="store_true")
-    ap.add_argument("--load-8bit", action="store_true")
-    ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=None, help="for reproducible sampling")
     args = ap.parse_args(argv)
-    if args.load_4bit and args.load_8bit:
-        ap.error("choose one of --load-4bit and --load-8bit")
+    check_model_args(ap, args)
     return args
 
 
@@ -57,8 +53,8 @@ def main(argv=None) -> int:
     import torch
 
     from llava.mm_utils import ImageError
-    from llava.model.builder import load_pretrained_model
     from llava.serve.chat import ChatSession, default_model_path
+    from llava.serve.model_args import load_model, precision_note
     from llava.serve.images import open_image
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -72,10 +68,9 @@ def main(argv=None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     model_path = args.model_path or default_model_path()
-    print(f"loading {model_path}{' (4-bit)' if args.load_4bit else ' (8-bit)' if args.load_8bit else ''} ...",
-          flush=True)
-    loaded = load_pretrained_model(model_path, args.model_base, load_4bit=args.load_4bit,
-                                   load_8bit=args.load_8bit, device=args.device)
+    args.model_path = model_path
+    print(f"loading {model_path}{precision_note(args)} ...", flush=True)
+    loaded = load_model(args)
     chat = ChatSession(loaded, image=image, conv_mode=args.conv_mode, temperature=args.temperature,
                        top_p=args.top_p, max_new_tokens=args.max_new_tokens)
     quantized = sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in loaded.model.modules())

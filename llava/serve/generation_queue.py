@@ -38,6 +38,7 @@ class Job:
     top_p: float | None
     max_tokens: int
     seed: int | None = None
+    system: str | None = None
     # Events for the request: ("piece", text), ("done", usage dict) or ("error", exception).
     events: asyncio.Queue = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -80,7 +81,8 @@ class GenerationQueue:
         if job.seed is not None:
             torch.manual_seed(job.seed)  # global, but only this thread generates
         chat = ChatSession(self.loaded, image=job.image, conv_mode=self.conv_mode, temperature=job.temperature,
-                           top_p=job.top_p, max_new_tokens=job.max_tokens, history=list(job.history))
+                           top_p=job.top_p, max_new_tokens=job.max_tokens, history=list(job.history),
+                           system=job.system)
         pieces = chat.ask(job.question)
         try:
             for piece in pieces:

@@ -33,15 +33,11 @@ log = logging.getLogger("llava.serve.openai_api")
 
 def parse_args(argv=None):
     from llava.serve.images import MAX_BYTES, MAX_PIXELS
+    from llava.serve.model_args import add_model_args, check_model_args
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model-path", default=None, help="default: the embedded default model")
-    ap.add_argument("--model-base", default=None, help="the base of a LoRA --model-path")
+    add_model_args(ap)
     ap.add_argument("--served-model-name", default=None, help="the model id clients use (default: the directory name)")
-    ap.add_argument("--conv-mode", default=None, help="conversation template (default: the model's own)")
-    ap.add_argument("--load-4bit", action="store_true")
-    ap.add_argument("--load-8bit", action="store_true")
-    ap.add_argument("--device", default="auto")
     ap.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1: this machine only")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--api-key", default=os.environ.get(API_KEY_ENV),
@@ -64,8 +60,7 @@ def parse_args(argv=None):
                       help="seconds for a whole request: body, image, waiting in the queue, generation")
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args(argv)
-    if args.load_4bit and args.load_8bit:
-        ap.error("choose one of --load-4bit and --load-8bit")
+    check_model_args(ap, args)
     for name in ("max_request_bytes", "max_image_bytes", "max_image_pixels", "max_tokens", "media_fetch_timeout",
                  "request_timeout"):
         if getattr(args, name) <= 0:
@@ -183,12 +178,16 @@ async def read_body(request, limit: int) -> bytes:
 
 async def make_job(loaded, cfg: ServerConfig, req):
     """The generation job for a checked request: image fetched and decoded, token budget checked."""
+    from llava.conversation import get_template
     from llava.mm_utils import ImageError
     from llava.serve.generation_queue import Job
     from llava.serve.images import decode_image_bytes
     from llava.serve.media_fetch import MediaError, image_bytes
     from llava.serve.openai_schema import APIError
 
+    if req.system is not None and get_template(cfg.conv_mode or loaded.conv_mode).style == "plain":
+        raise APIError(400, "messages[0].role: this model's template (plain) has no system prompt to replace",
+                       param="messages[0].role", code="unsupported_role")
     image = None
     if req.image_url is not None:
         try:
@@ -205,14 +204,15 @@ async def make_job(loaded, cfg: ServerConfig, req):
                             f"than the model's context of {loaded.context_len} tokens; shorten the conversation "
                             "or lower max_tokens", param="messages", code="context_length_exceeded")
     return Job(req.question, req.history, image, req.temperature, req.top_p,
-               max_tokens=req.max_tokens or min(cfg.max_tokens, room), seed=req.seed)
+               max_tokens=req.max_tokens or min(cfg.max_tokens, room), seed=req.seed, system=req.system)
 
 
 def count_prompt_tokens(loaded, conv_mode, req, has_image: bool) -> int:
     """The prompt's length in tokens, rendered exactly as ChatSession will render it."""
     from llava.model.inputs import prompt_ids, render_prompt
 
-    return len(prompt_ids(loaded, render_prompt(loaded, req.question, has_image, conv_mode, req.history)))
+    return len(prompt_ids(loaded, render_prompt(loaded, req.question, has_image, conv_mode, req.history,
+                                                  req.system)))
 
 
 async def collect(job) -> tuple[str, dict]:
@@ -326,16 +326,15 @@ def main(argv=None) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     import uvicorn
 
-    from llava.model.builder import load_pretrained_model
     from llava.serve.chat import default_model_path
+    from llava.serve.model_args import load_model
 
     args.model_path = args.model_path or default_model_path()
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         log.warning("listening on %s without --api-key: anyone who can reach this port can use the model",
                     args.host)
     log.info("loading %s ...", args.model_path)
-    loaded = load_pretrained_model(args.model_path, args.model_base, load_4bit=args.load_4bit,
-                                   load_8bit=args.load_8bit, device=args.device)
+    loaded = load_model(args)
     cfg = ServerConfig(served_model_name(args), args.media, args.api_key, args.conv_mode, args.max_request_bytes,
                        args.max_image_pixels, args.max_tokens, args.request_timeout)
     app = build_app(loaded, cfg)

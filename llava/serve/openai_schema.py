@@ -8,9 +8,11 @@ says what to do instead; the subset of the API is small enough to read in one go
 Rules where LLaVA-1.5 differs from a general chat model (docs/serving.md lists them):
 - one image per conversation, given to the model with the first user turn,
   wherever it appears in the messages (LLaVA puts it first);
-- system (and developer) messages are refused: the templates have one fixed system
-  prompt, the one the model was trained with, and ChatSession always uses it, so
-  a system message would otherwise be dropped without a word;
+- system (and developer) messages at the start replace the template's system prompt
+  (joined with a newline when there are several); the model was trained with the
+  template's own, so answers may change.  Later in the conversation they are
+  refused: the templates have one system prompt, at the top, and text-only;
+  a template with no system prompt at all (plain) refuses them too;
 - consecutive messages of the same role are joined with a newline;
 - the literal "<image>" is removed from message text: it is LLaVA's placeholder
   for the image's tokens, and the image comes from an image_url part instead;
@@ -62,6 +64,7 @@ class ChatRequest:
     stream: bool = False
     include_usage: bool = False
     seed: int | None = None
+    system: str | None = None  # None: the template's own system prompt
 
 
 def parse_chat_request(body: bytes, max_tokens_cap: int) -> ChatRequest:
@@ -75,7 +78,7 @@ def parse_chat_request(body: bytes, max_tokens_cap: int) -> ChatRequest:
     if not isinstance(model, str) or not model:
         raise bad("required: the id of the model (see GET /v1/models)", "model", "missing_required_parameter")
     _refuse_unsupported(data)
-    turns, image_url, image_param = _conversation(data.get("messages"))
+    system, turns, image_url, image_param = _conversation(data.get("messages"))
     max_tokens = _max_tokens(data, max_tokens_cap)
     stream = _typed(data, "stream", bool, False)
     options = data.get("stream_options") or {}
@@ -89,7 +92,7 @@ def parse_chat_request(body: bytes, max_tokens_cap: int) -> ChatRequest:
     seed = _typed(data, "seed", int, None)
     history = [(turns[i][1], turns[i + 1][1]) for i in range(0, len(turns) - 1, 2)]
     return ChatRequest(model, turns[-1][1], history, image_url, image_param, temperature, top_p, max_tokens,
-                       stream, include_usage, seed)
+                       stream, include_usage, seed, system)
 
 
 def _refuse_unsupported(data: dict) -> None:
@@ -108,21 +111,26 @@ def _refuse_unsupported(data: dict) -> None:
         raise bad("only {\"type\": \"text\"} is supported", "response_format", "unsupported_parameter")
 
 
-def _conversation(messages) -> tuple[list[tuple[str, str]], str | None, str | None]:
-    """[(role, text), ...] alternating user/assistant and ending with user, and the one image (url, param)."""
+def _conversation(messages) -> tuple[str | None, list[tuple[str, str]], str | None, str | None]:
+    """The system text (None if none), [(role, text), ...] alternating user/assistant and ending with user,
+    and the one image (url, param)."""
     if not isinstance(messages, list) or not messages:
         raise bad("required: a non-empty list of messages", "messages", "missing_required_parameter")
     turns: list[tuple[str, str]] = []
     images: list[tuple[str, str]] = []
+    system: list[str] = []
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
             raise bad("must be an object with role and content", where)
         role = message.get("role")
         if role in ("system", "developer"):
-            raise bad(f"{role} messages are not supported: LLaVA-1.5 keeps the fixed system prompt of its "
-                      "conversation template (the one it was trained with); put instructions in the first user "
-                      "message instead", f"{where}.role", "unsupported_role")
+            if turns:
+                raise bad(f"a {role} message after the conversation has begun is not supported: LLaVA's "
+                          "templates have one system prompt, at the top; move it first, or put the instruction "
+                          "in a user message", f"{where}.role", "unsupported_role")
+            system.append(_content(message.get("content"), f"{where}.content", role, images))
+            continue
         if role not in ("user", "assistant"):
             raise bad(f"role {role!r} is not supported; use user or assistant", f"{where}.role", "unsupported_role")
         text = _content(message.get("content"), f"{where}.content", role, images)
@@ -134,12 +142,14 @@ def _conversation(messages) -> tuple[list[tuple[str, str]], str | None, str | No
     if len(images) > 1:
         raise bad(f"{len(images)} images in the conversation ({', '.join(p for _, p in images)}); LLaVA-1.5 "
                   "takes at most one image per conversation", "messages", "too_many_images")
+    if not turns:
+        raise bad("a user message must follow the system message", "messages", "invalid_value")
     if turns[0][0] != "user":
         raise bad("the conversation must start with a user message", "messages[0].role", "invalid_value")
     if turns[-1][0] != "user":
         raise bad("the last message must be from the user (the assistant answers it)", "messages", "invalid_value")
     url, param = images[0] if images else (None, None)
-    return [(r, t.strip()) for r, t in turns], url, param
+    return ("\n".join(system) if system else None), [(r, t.strip()) for r, t in turns], url, param
 
 
 def _content(content, where: str, role: str, images: list) -> str:
