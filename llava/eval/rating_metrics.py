@@ -21,7 +21,7 @@ _OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
 _INTEGER = re.compile(r"(?<![\d.-])[0-5](?!\d|\.\d)")
 
 
-def _as_score(value) -> int | None:
+def as_score(value) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
@@ -44,7 +44,7 @@ def parse_score(text: str) -> int | None:
         except (json.JSONDecodeError, ValueError):
             continue
         if isinstance(obj, dict) and "score" in obj:
-            return _as_score(obj["score"])  # a JSON score out of range is invalid, not searched further
+            return as_score(obj["score"])  # a JSON score out of range is invalid, not searched further
     match = _INTEGER.search(text)
     return int(match.group()) if match else None
 
@@ -52,7 +52,7 @@ def parse_score(text: str) -> int | None:
 def gold_score(answers) -> int:
     """The gold score of a key row: 3, "3", [3] or ["3"]."""
     value = answers[0] if isinstance(answers, list) and len(answers) == 1 else answers
-    score = _as_score(value)
+    score = as_score(value)
     if score is None:
         raise ValueError(f"rating answer {answers!r} is not an integer {MIN_SCORE}-{MAX_SCORE}")
     return score

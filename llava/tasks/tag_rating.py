@@ -1,0 +1,246 @@
+"""Rate how well each image matches a search term, 0-5, with a short explanation.
+
+    python -m llava.tasks.tag_rating --model-path checkpoints/llava-smol-rating-merged \\
+        --input playground/data/tag_rating/test/pairs.jsonl --image-folder playground/data/tag_rating/images \\
+        --output ratings.jsonl [--annotation-file playground/data/tag_rating/test/answers.jsonl]
+    python -m llava.tasks.tag_rating --input pairs.jsonl --image-folder D --output ratings.jsonl   # embedded default
+
+--input: JSONL, JSON, CSV, TSV or Parquet rows with question_id (or id), image and
+tag (category optional).  Every line of --output is a JSON object with an integer
+score 0-5:
+
+    {"question_id": "r1", "image": "a.jpg", "tag": "red circle", "score": 4,
+     "explanation": "...", "text": "{\\"explanation\\": ..., \\"score\\": 4}", "raw": "<the model's own text>",
+     "flagged": false, "model_id": ..., "answer_id": ..., "metadata": {"category": ...}}
+
+Generation is batch inference's (llava.eval.model_vqa: batched, length-sorted,
+resumable, bad rows to OUTPUT.errors.jsonl).  An answer with no valid JSON score
+is asked again with constrained decoding: the answer is forced to begin
+`{"explanation": "`, the explanation ends at its closing quote, and the score is
+the digit 0-5 the model finds most likely after `", "score": `.  Such lines have
+"flagged": true.  The run prints tokens/s and peak memory, and with
+--annotation-file the rating metrics (MAE, exact, within-1, Spearman).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from llava.eval.question_file import BadLine, Question
+from llava.serve.model_args import add_model_args, check_model_args
+from llava.tasks.rating_prompt import ANSWER_PREFIX, SCORE_PREFIX, format_answer, parse_answer, rating_prompt
+
+log = logging.getLogger(__name__)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_args(ap)
+    ap.add_argument("--model-id", default=None, help="model_id in the output (default: the model directory's name)")
+    ap.add_argument("--input", required=True, help="rows of question_id (or id), image, tag")
+    ap.add_argument("--image-folder", default="", help="image paths in --input are relative to this")
+    ap.add_argument("--output", required=True, help="ratings JSONL (resumed when it exists)")
+    ap.add_argument("--annotation-file", default=None, help="gold scores: print the rating metrics")
+    ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--num-workers", type=int, default=2)
+    ap.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite --output")
+    ap.add_argument("--no-progress", dest="progress", action="store_false")
+    args = ap.parse_args(argv)
+    check_model_args(ap, args)
+    if args.batch_size < 1:
+        ap.error("--batch-size must be at least 1")
+    # What model_vqa.run reads: greedy, one beam.
+    args.temperature, args.top_p, args.num_beams = 0.0, None, 1
+    return args
+
+
+def read_pairs(path: str | Path) -> tuple[list[Question], list[BadLine], dict[str, str]]:
+    """Questions whose text is the rating prompt, the unusable rows, and each question's tag."""
+    from llava.data.tables import is_missing, open_table
+
+    questions, bad, tags, seen = [], [], {}, {}
+    for n, rec in enumerate(open_table(path).records, 1):
+        where, line = str(rec.loc), rec.loc.line or rec.loc.row or n
+        if rec.error:
+            bad.append(BadLine(line, None, f"{where}: {rec.error}"))
+            continue
+        v = rec.values
+        qid = v.get("question_id", v.get("id"))
+        if is_missing(qid):
+            bad.append(BadLine(line, None, f"{where}: no question_id (or id)"))
+            continue
+        qid = str(qid)
+        if is_missing(v.get("tag")):
+            bad.append(BadLine(line, qid, f"{where}: {qid!r} has no tag"))
+            continue
+        if qid in seen:
+            bad.append(BadLine(line, qid, f"{where}: {qid!r} repeats {seen[qid]}; only the first is rated"))
+            continue
+        seen[qid] = where
+        image = None if is_missing(v.get("image")) else str(v["image"])
+        tags[qid] = str(v["tag"]).strip()
+        category = None if is_missing(v.get("category")) else str(v["category"])
+        questions.append(Question(qid, rating_prompt(tags[qid]), image, category, line))
+    return questions, bad, tags
+
+
+class ConstrainedRater:
+    """The score (and explanation) of an answer that could not be parsed, by constrained decoding."""
+
+    def __init__(self, loaded, conv_mode: str | None, image_folder: str, max_new_tokens: int):
+        self.loaded, self.conv_mode = loaded, conv_mode
+        self.image_folder = Path(image_folder)
+        self.max_new_tokens = max_new_tokens
+        self.generated_tokens = 0
+
+    def _prefix(self, question: Question, partial: str) -> str:
+        """The prompt with the assistant's answer begun as `partial`, in the model's template."""
+        from llava.conversation import USER, first_turn_with_image, get_template
+
+        template = get_template(self.conv_mode or self.loaded.conv_mode)
+        user = first_turn_with_image(question.text) if question.image else question.text
+        text, spans = template.render([(USER, user), ("assistant", partial)], eos_token=self.loaded.tokenizer.eos_token)
+        return text[:spans[-1][0]] + partial
+
+    @torch.inference_mode()
+    def rate(self, question: Question) -> tuple[int, str]:
+        from llava.mm_utils import load_image
+        from llava.model.inputs import build_batch
+
+        loaded = self.loaded
+        image = load_image(self.image_folder / question.image) if question.image else None
+        prefix = self._prefix(question, ANSWER_PREFIX)
+        batch = build_batch(loaded, [prefix], [image])
+        out = loaded.model.generate(**batch, max_new_tokens=self.max_new_tokens, do_sample=False,
+                                    stop_strings=['"'], tokenizer=loaded.tokenizer,
+                                    pad_token_id=loaded.tokenizer.pad_token_id)
+        new = out[0, batch["input_ids"].shape[1]:]
+        self.generated_tokens += len(new)
+        explanation = loaded.tokenizer.decode(new, skip_special_tokens=True).split('"')[0].replace("\\", "").strip()
+        stem = prefix + explanation + SCORE_PREFIX
+        candidates = [stem + str(d) for d in range(6)]
+        batch = build_batch(loaded, candidates, [image] * 6)
+        logprobs = torch.log_softmax(loaded.model(**batch).logits.float(), dim=-1)
+        rows = [batch["input_ids"][r][batch["attention_mask"][r].bool()].tolist() for r in range(6)]
+        common = 0
+        while all(len(r) > common for r in rows) and len({r[common] for r in rows}) == 1:
+            common += 1
+        width = batch["input_ids"].shape[1]
+        totals = []
+        for r, ids in enumerate(rows):
+            pad = width - len(ids)
+            # logits at position p predict the token at p + 1
+            totals.append(sum(logprobs[r, pad + j - 1, ids[j]].item() for j in range(common, len(ids))))
+        return max(range(6), key=lambda d: totals[d]), explanation
+
+
+class RatingWriter:
+    """Turns batch inference's answer records into rating lines, then writes them (resumably)."""
+
+    def __init__(self, answers_file, questions: list[Question], tags: dict[str, str], rater: ConstrainedRater):
+        self.answers_file = answers_file
+        self.by_id = {q.question_id: q for q in questions}
+        self.tags, self.rater = tags, rater
+        self.flagged = 0
+
+    @property
+    def done(self):
+        return self.answers_file.done
+
+    def write(self, records: list[dict]) -> None:
+        self.answers_file.write([self.rating(r) for r in records])
+
+    def rating(self, record: dict) -> dict:
+        q = self.by_id[record["question_id"]]
+        raw = record["text"]
+        score, explanation = parse_answer(raw)
+        flagged = score is None
+        if flagged:
+            self.flagged += 1
+            score, explanation = self.rater.rate(q)
+        text = format_answer(explanation or "", score)
+        return {"question_id": q.question_id, "image": q.image, "tag": self.tags[q.question_id], "score": score,
+                "explanation": explanation or "", "text": text, "raw": raw, "flagged": flagged,
+                "answer_id": record["answer_id"], "model_id": record["model_id"], "metadata": record["metadata"]}
+
+
+def peak_memory() -> dict:
+    out = {"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if torch.cuda.is_available():
+        out["peak_cuda_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return out
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from llava.data.tables import TableError
+    from llava.eval.answers_file import AnswersFile, errors_path, write_errors
+    from llava.eval.model_vqa import run
+    from llava.serve.chat import default_model_path
+    from llava.serve.model_args import load_model
+
+    try:
+        questions, bad, tags = read_pairs(args.input)
+    except TableError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    args.model_path = args.model_path or default_model_path()
+    model_id = args.model_id or Path(args.model_path.rstrip("/")).name
+    answers = AnswersFile(args.output, resume=args.resume)
+    if answers.model_ids - {model_id}:
+        answers.close()
+        raise SystemExit(f"{args.output} holds ratings of {', '.join(sorted(answers.model_ids))}, not {model_id}: "
+                         "pass another --output, or --no-resume to overwrite it")
+    todo = [q for q in questions if q.question_id not in answers.done]
+    if answers.done:
+        print(f"resuming: {len(questions) - len(todo)} of {len(questions)} pairs already rated in {args.output}")
+    errors = [{"line": b.line, "question_id": b.question_id, "error": b.error} for b in bad]
+    stats = {"answered": 0, "generated_tokens": 0, "seconds": 0.0, "errors": []}
+    flagged = 0
+    try:
+        if todo:
+            loaded = load_model(args)
+            rater = ConstrainedRater(loaded, args.conv_mode, args.image_folder, args.max_new_tokens)
+            writer = RatingWriter(answers, todo, tags, rater)
+            start = time.perf_counter()
+            stats = run(loaded, todo, args, writer, model_id)
+            stats["seconds"] = time.perf_counter() - start  # with the constrained retries
+            stats["generated_tokens"] += rater.generated_tokens
+            flagged = writer.flagged
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {len(answers.done)} ratings are safe in {args.output}; run the same command again")
+        raise SystemExit(130) from None
+    finally:
+        answers.close()
+        errors += stats["errors"]
+        write_errors(args.output, errors)
+    s = stats["seconds"]
+    result = {"rated": stats["answered"], "flagged": flagged, "seconds": round(s, 2),
+              "tokens_per_second": round(stats["generated_tokens"] / s, 1) if s else 0.0, **peak_memory(),
+              "errors": len(errors)}
+    print(f"rated {result['rated']} pairs in {s:.1f} s, {result['tokens_per_second']} generated tokens/s, "
+          f"peak memory {result['peak_rss_mib']} MiB RSS"
+          + (f", {result['peak_cuda_mib']} MiB CUDA" if "peak_cuda_mib" in result else "")
+          + f"; {flagged} unparseable answers scored by constrained decoding (flagged)"
+          + (f"; {len(errors)} errors in {errors_path(args.output)}" if errors else ""))
+    Path(args.output).with_suffix(".stats.json").write_text(json.dumps(result, indent=1) + "\n")
+    if args.annotation_file:
+        from llava.eval.evaluate import evaluate, format_table, read_annotations, read_answers
+
+        scores = evaluate(read_answers(args.output), read_annotations(args.annotation_file), metric="rating")
+        print(format_table(scores))
+        result["metrics"] = scores["scores"]
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)
