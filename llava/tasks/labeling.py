@@ -1,0 +1,181 @@
+"""Label a folder of images: a one-sentence description and a category from an allowed list.
+
+    python -m llava.tasks.labeling --model-path checkpoints/llava-smol-task-merged \\
+        --images photos/ --categories cats.txt --output labels.csv
+    python -m llava.tasks.labeling --images photos/ --categories cats.txt --output labels.csv   # embedded default
+    # four processes (or GPUs: CUDA_VISIBLE_DEVICES=$i), each a quarter, then one file:
+    for i in 0 1 2 3; do python -m llava.tasks.labeling ... --num-shards 4 --shard-idx $i --output labels.$i.csv & done; wait
+
+labels.csv columns: image, description, category, flagged, model_category,
+similarity.  The category is always one of the allowed list: an answer that is
+not one of them is mapped to the nearest (see categories.py), flagged, and the
+model's own words are kept in model_category.
+
+Each image is asked two questions, through batch inference (llava.eval.model_vqa:
+batched, length-sorted, images decoded in DataLoader workers).  The answers go
+to OUTPUT.answers.jsonl as they come, flushed per batch, so a killed run resumes
+where it stopped; labels.csv is rewritten from them at the end of each run.
+Images that cannot be read (corrupt, truncated, empty, not an image) are
+skipped and listed, with the reason, in OUTPUT.errors.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from llava.eval.question_file import Question, get_chunk
+from llava.serve.model_args import add_model_args, check_model_args
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+DESCRIBE = "Describe the image in one sentence."
+COLUMNS = ["image", "description", "category", "flagged", "model_category", "similarity"]
+
+
+def category_question(categories: list[str]) -> str:
+    return ("Which one of these categories fits the image best: " + ", ".join(categories)
+            + "?\nAnswer with the category name only.")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add_model_args(ap)
+    ap.add_argument("--model-id", default=None)
+    ap.add_argument("--images", required=True, help="a folder of images (searched recursively)")
+    ap.add_argument("--categories", required=True, help="allowed categories, one per line")
+    ap.add_argument("--output", required=True, help="labels CSV")
+    ap.add_argument("--embedder", default=None,
+                    help="sentence-transformers model dir for mapping categories (default: the packaged "
+                         "all-MiniLM-L6-v2; 'none' = string similarity)")
+    ap.add_argument("--num-shards", type=int, default=1, help="split the images into this many shards ...")
+    ap.add_argument("--shard-idx", type=int, default=0, help="... and label this one (0-based)")
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--num-workers", type=int, default=2)
+    ap.add_argument("--no-resume", dest="resume", action="store_false")
+    ap.add_argument("--no-progress", dest="progress", action="store_false")
+    args = ap.parse_args(argv)
+    check_model_args(ap, args)
+    if not 0 <= args.shard_idx < args.num_shards:
+        ap.error(f"--shard-idx must be in [0, {args.num_shards})")
+    args.temperature, args.top_p, args.num_beams = 0.0, None, 1
+    return args
+
+
+def list_images(folder: str | Path) -> list[str]:
+    """Image files under folder (relative POSIX paths, sorted): the same order in every shard."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise SystemExit(f"error: {root}: no such folder")
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def questions_for(images: list[str], categories: list[str]) -> list[Question]:
+    ask = category_question(categories)
+    out = []
+    for n, image in enumerate(images, 1):
+        out.append(Question(f"{image}#description", DESCRIBE, image, "description", n))
+        out.append(Question(f"{image}#category", ask, image, "category", n))
+    return out
+
+
+def read_answers(path: Path) -> dict[str, str]:
+    answers = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                answers[row["question_id"]] = row["text"]
+    return answers
+
+
+def label_rows(images: list[str], answers: dict[str, str], matcher) -> list[dict]:
+    rows = []
+    for image in images:
+        desc, cat = answers.get(f"{image}#description"), answers.get(f"{image}#category")
+        if desc is None or cat is None:
+            continue
+        m = matcher.match(cat)
+        rows.append({"image": image, "description": desc.strip(), "category": m.category,
+                     "flagged": "" if m.exact else "yes", "model_category": cat.strip(),
+                     "similarity": f"{m.similarity:.4f}"})
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from llava.eval.answers_file import AnswersFile, write_errors
+    from llava.eval.model_vqa import run
+    from llava.serve.chat import default_model_path
+    from llava.serve.model_args import load_model
+    from llava.tasks.categories import CategoryError, CategoryMatcher, load_text_embedder, read_categories
+
+    try:
+        categories = read_categories(args.categories)
+    except CategoryError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    images = get_chunk(list_images(args.images), args.num_shards, args.shard_idx)
+    output = Path(args.output)
+    store_path = output.with_suffix(".answers.jsonl")
+    args.model_path = args.model_path or default_model_path()
+    model_id = args.model_id or Path(args.model_path.rstrip("/")).name
+    store = AnswersFile(store_path, resume=args.resume)
+    if store.model_ids - {model_id}:
+        store.close()
+        raise SystemExit(f"{store_path} holds answers of {', '.join(sorted(store.model_ids))}, not {model_id}: "
+                         "pass another --output, or --no-resume to start over")
+    questions = questions_for(images, categories)
+    todo = [q for q in questions if q.question_id not in store.done]
+    if store.done:
+        print(f"resuming: {len(questions) - len(todo)} of {len(questions)} answers already in {store_path}")
+    stats = {"answered": 0, "generated_tokens": 0, "seconds": 0.0, "errors": []}
+    args.image_folder = args.images
+    try:
+        if todo:
+            stats = run(load_model(args), todo, args, store, model_id)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: the answers so far are safe in {store_path}; run the same command again")
+        raise SystemExit(130) from None
+    finally:
+        store.close()
+    # One error per image, not one per question.
+    skipped = {}
+    for e in stats["errors"]:
+        image = e["question_id"].rsplit("#", 1)[0]
+        skipped.setdefault(image, {"image": image, "error": e["error"]})
+    write_errors(output, list(skipped.values()))
+    embedder = None if args.embedder == "none" else load_text_embedder(args.embedder)
+    rows = label_rows(images, read_answers(store_path), CategoryMatcher(categories, embedder))
+    write_csv(output, rows)
+    flagged = sum(r["flagged"] == "yes" for r in rows)
+    s = stats["seconds"]
+    print(f"labelled {len(rows)} of {len(images)} images -> {output} ({flagged} categories mapped to the nearest "
+          f"allowed one and flagged, by {'embedding' if embedder else 'string'} similarity); "
+          f"{stats['generated_tokens'] / s if s else 0:.1f} generated tokens/s"
+          + (f"; {len(skipped)} images skipped, see {output.with_suffix('.errors.jsonl')}" if skipped else ""))
+    for e in list(skipped.values())[:10]:
+        print(f"  skipped {e['error']}")
+    return {"labelled": len(rows), "images": len(images), "flagged": flagged, "skipped": len(skipped)}
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)
