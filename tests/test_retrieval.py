@@ -1,0 +1,89 @@
+"""Retrieval: a real LanceDB table on disk from labels.csv, real all-MiniLM-L6-v2 embeddings, queried by
+text and by an image the tiny model describes first."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llava.tasks.categories import load_text_embedder
+from llava.tasks.retrieval import Index, build
+
+ROOT = Path(__file__).resolve().parents[1]
+CATALOGUE = """image,description,category,flagged,model_category,similarity
+shoe1.jpg,A pair of white running sneakers on a wooden floor.,shoes,,shoes,1.0
+shoe2.jpg,Brown leather boots with laces.,shoes,,shoes,1.0
+sock1.jpg,A pack of striped cotton socks.,socks,,socks,1.0
+car1.jpg,A red sports car parked on a street.,cars,,cars,1.0
+car2.jpg,A blue family car in a driveway.,cars,,cars,1.0
+lace.jpg,Spare shoelaces in black and white.,accessories,,accessories,1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def embedder():
+    return load_text_embedder()
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory, embedder):
+    d = tmp_path_factory.mktemp("retrieval")
+    (d / "labels.csv").write_text(CATALOGUE)
+    assert build(d / "labels.csv", d / "catalogue.lancedb", embedder, image_root=str(d)) == 6
+    return d / "catalogue.lancedb"
+
+
+def test_similar_items_by_meaning(db, embedder):
+    result = Index(db, embedder).search("black sneakers for jogging", k=3)
+    hits = result["results"]
+    assert result["query_category"] == "shoes" and hits[0]["image"] == "shoe1.jpg"
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    assert all(-1 <= h["score"] <= 1 for h in hits) and Path(hits[0]["image_path"]).name == "shoe1.jpg"
+    assert Index(db, embedder).search("a car for the family", k=1)["results"][0]["image"] == "car2.jpg"
+
+
+def test_complementary_items_are_other_categories(db, embedder):
+    result = Index(db, embedder).search("black sneakers for jogging", k=3, mode="complementary")
+    assert [h["category"] for h in result["results"]][0] == "accessories"
+    assert "shoes" not in {h["category"] for h in result["results"]} and len(result["results"]) == 3
+
+
+def test_a_table_built_with_another_embedder_is_refused(db, embedder, tmp_path):
+    import shutil
+
+    other = tmp_path / "other.lancedb"
+    shutil.copytree(db, other)
+    meta = json.loads((other / "llava_retrieval.json").read_text())
+    (other / "llava_retrieval.json").write_text(json.dumps({**meta, "embedder": "e5-large", "dim": 1024}))
+    with pytest.raises(SystemExit, match="built with e5-large \\(1024-d\\).*all-MiniLM-L6-v2 \\(384-d\\)"):
+        Index(other, embedder)
+    with pytest.raises(SystemExit, match="not a table built by"):
+        Index(tmp_path, embedder)
+
+
+def test_labels_without_the_columns_are_refused(tmp_path, embedder):
+    (tmp_path / "l.csv").write_text("image,caption\na.jpg,x\n")
+    with pytest.raises(SystemExit, match="no category, description column"):
+        build(tmp_path / "l.csv", tmp_path / "db", embedder)
+
+
+def test_query_with_an_image_describes_it_first(db, tiny_hf, tiny_loaded, tmp_path):
+    from skimage import data
+    from PIL import Image
+
+    from llava.tasks.retrieval import describe
+
+    path = tmp_path / "query.png"
+    Image.fromarray(data.coffee()).resize((96, 64)).save(path)
+    proc = subprocess.run([sys.executable, "-m", "llava.tasks.retrieval", "query", "--db", str(db), "--image",
+                           str(path), "--model-path", str(tiny_hf), "-k", "4", "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300,
+                          env={"HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert result["query"] == describe(tiny_loaded, Image.open(path).convert("RGB"))
+    assert len(result["results"]) == 4 and result["mode"] == "similar"
