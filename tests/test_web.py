@@ -43,8 +43,37 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+CATALOGUE = {"shoe1.jpg": ("A pair of white running sneakers.", "shoes"),
+             "shoe2.jpg": ("Brown leather boots with laces.", "shoes"),
+             "sock1.jpg": ("A pack of striped cotton socks.", "socks"),
+             "car1.jpg": ("A red sports car parked on a street.", "cars"),
+             "car2.jpg": ("A blue family car in a driveway.", "cars"),
+             "lace.jpg": ("Spare shoelaces in black and white.", "accessories")}
+
+
 @pytest.fixture(scope="module")
-def server(tiny_hf, tmp_path_factory):
+def retrieval_db(tmp_path_factory):
+    """A LanceDB table of six labelled images, built as a user would (labels.csv -> build)."""
+    import csv
+
+    from PIL import Image
+
+    from llava.tasks.categories import load_text_embedder
+    from llava.tasks.retrieval import build
+
+    d = tmp_path_factory.mktemp("catalogue")
+    with open(d / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "description", "category"])
+        for i, (name, (desc, cat)) in enumerate(CATALOGUE.items()):
+            Image.new("RGB", (48, 48), (40 * i, 200 - 30 * i, 90)).save(d / name)
+            w.writerow([name, desc, cat])
+    build(d / "labels.csv", d / "catalogue.lancedb", load_text_embedder(), image_root=str(d))
+    return d / "catalogue.lancedb"
+
+
+@pytest.fixture(scope="module")
+def server(tiny_hf, retrieval_db, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("web") / "server.log"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false",
@@ -52,7 +81,8 @@ def server(tiny_hf, tmp_path_factory):
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "llava.serve.web", "--model-path", str(tiny_hf), "--port",
                                  str(port), "--temperature", "0", "--max-new-tokens", "16",
-                                 "--max-image-pixels", str(MAX_PIXELS)], cwd=ROOT, env=env, stdout=out,
+                                 "--max-image-pixels", str(MAX_PIXELS), "--retrieval-db", str(retrieval_db)],
+                                cwd=ROOT, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
@@ -204,3 +234,25 @@ def test_stop_ends_a_long_answer_and_keeps_it_out_of_the_history(page):
     page.click("#stop")
     page.wait_for_function("() => document.querySelector('#status').innerText.includes('Stopped')", timeout=60_000)
     assert page.locator("[data-testid=bot]").last.inner_text().rstrip().endswith("[stopped]")
+
+
+def test_search_tab_describes_the_image_and_lists_the_nearest_items(page, photo_file, tiny_loaded, retrieval_db):
+    from llava.serve.images import open_image
+    from llava.tasks.categories import load_text_embedder
+    from llava.tasks.retrieval import Index, describe
+
+    expected_text = describe(tiny_loaded, open_image(str(photo_file)))
+    expected = Index(retrieval_db, load_text_embedder()).search(expected_text, 5)["results"]
+    page.get_by_role("tab", name="Search").click()
+    page.locator("#search-upload input[type=file]").set_input_files(str(photo_file))
+    page.locator("#search-upload").get_by_text("astronaut.png").wait_for()
+    page.click("#search")
+    page.wait_for_function("() => document.querySelector('#search-status').innerText.includes('describes')",
+                           timeout=60_000)
+    assert words(expected_text) in words(page.locator("#search-status").inner_text())
+    page.locator("#results [data-testid=cell-4-3]").wait_for()  # row 5, column "image"
+    shown = [page.locator(f"#results [data-testid=cell-{i}-3]").inner_text().strip() for i in range(5)]
+    assert shown == [r["image"] for r in expected]
+    assert page.locator("#results [data-testid=cell-5-3]").count() == 0
+    page.locator("#result-images img").nth(4).wait_for()  # the items' pictures, served from the table's folder
+    page.screenshot(path=str(ARTIFACTS / "web_search.png"), full_page=True)

@@ -46,6 +46,9 @@ def parse_args(argv=None):
     ap.add_argument("--max-image-pixels", type=int, default=MAX_PIXELS)
     ap.add_argument("--max-question-chars", type=int, default=4000)
     ap.add_argument("--queue-size", type=int, default=64, help="requests waiting beyond this are refused")
+    ap.add_argument("--retrieval-db", default=None, metavar="DB",
+                    help="add a Search tab over this table (built by python -m llava.tasks.retrieval build)")
+    ap.add_argument("--embedder", default=None, help="its sentence-transformers model dir (default: all-MiniLM-L6-v2)")
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args(argv)
     check_model_args(ap, args)
@@ -80,7 +83,7 @@ class Generations:
         return chat is not None
 
 
-def build_ui(loaded, args):
+def build_ui(loaded, args, index=None):
     import gradio as gr
 
     from llava.mm_utils import ImageError
@@ -158,30 +161,78 @@ def build_ui(loaded, args):
     def stop(request: gr.Request):
         generations.stop(request.session_hash if request is not None else "")
 
+    def search_tab(index, read_image):
+        """Upload an image (or type a text): its description, then the nearest items of the table."""
+        from llava.tasks.retrieval import describe
+
+        with gr.Row():
+            with gr.Column(scale=1):
+                query_file = gr.File(file_types=["image"], type="filepath", label="Query image",
+                                     elem_id="search-upload")
+                query_text = gr.Textbox(label="... or a text query", elem_id="search-text")
+                mode = gr.Radio(["similar", "complementary"], value="similar", label="Items",
+                                info="complementary: the nearest items of other categories than the query's")
+                k = gr.Slider(1, 50, value=5, step=1, label="Top k")
+                go = gr.Button("Search", variant="primary", elem_id="search")
+            with gr.Column(scale=2):
+                described = gr.Markdown(elem_id="search-status")
+                table = gr.Dataframe(headers=["rank", "score", "category", "image", "description"],
+                                     interactive=False, elem_id="results", wrap=True)
+                gallery = gr.Gallery(label="Images", columns=5, height=220, elem_id="result-images")
+
+        def run_search(path, text, mode, k):
+            text = (text or "").strip()
+            if path:
+                try:
+                    image = read_image(path)
+                except ImageError as exc:
+                    gr.Warning(str(exc))
+                    return gr.skip(), gr.skip(), gr.skip()
+                text = describe(loaded, image, args.conv_mode)
+                said = f"The model describes the image as: *{text}*"
+            elif text:
+                said = f"Text query: *{text}*"
+            else:
+                gr.Warning("Upload an image or type a text query.")
+                return gr.skip(), gr.skip(), gr.skip()
+            result = index.search(text, int(k), mode)
+            rows = [[n, r["score"], r["category"], r["image"], r["description"]]
+                    for n, r in enumerate(result["results"], 1)]
+            pictures = [(r["image_path"], f"{r['score']:.2f} {r['category']}") for r in result["results"]
+                        if Path(r["image_path"]).is_file()]
+            return f"{said} (its category: {result['query_category']})", rows, pictures
+
+        go.click(run_search, [query_file, query_text, mode, k], [described, table, gallery],
+                 concurrency_limit=1, concurrency_id="generate")
+
     with gr.Blocks(title=TITLE, analytics_enabled=False) as ui:
         gr.Markdown(f"### {TITLE}: `{Path(args.model_path).name}`")
         history = gr.State([])  # [(question, answer)] as the model sees it
         image_path = gr.State(None)
-        with gr.Row():
-            with gr.Column(scale=1):
-                # Uploads come as files and are decoded by us, with the pixel cap, not by gr.Image, which
-                # decodes without one and answers a corrupt file with a bare "Error".
-                upload = gr.File(file_types=["image"], type="filepath", label="Image", elem_id="upload")
-                preview = gr.Image(interactive=False, show_label=False, elem_id="preview", height=260,
-                                   buttons=["fullscreen"])
-                temperature = gr.Slider(0, 1.5, value=args.temperature, step=0.05, label="Temperature (0 = greedy)")
-                max_new = gr.Slider(1, args.max_tokens, value=args.max_new_tokens, step=1, label="Max new tokens")
-            with gr.Column(scale=2):
-                chatbot = gr.Chatbot(label="Chat", elem_id="chat", height=420, feedback_options=None,
-                                     buttons=["copy", "copy_all"])
-                question = gr.Textbox(placeholder="Ask about the image and press Enter", show_label=False,
-                                      elem_id="question", max_lines=6)
-                with gr.Row():
-                    send = gr.Button("Send", variant="primary", elem_id="send")
-                    stop_btn = gr.Button("Stop", elem_id="stop")
-                    clear_btn = gr.Button("Clear", elem_id="clear")
-                status = gr.Markdown("Upload an image, or chat without one.", elem_id="status")
+        with gr.Tab("Chat", id="chat-tab"):
+            with gr.Row():
+                with gr.Column(scale=1):
+                    # Uploads come as files and are decoded by us, with the pixel cap, not by gr.Image, which
+                    # decodes without one and answers a corrupt file with a bare "Error".
+                    upload = gr.File(file_types=["image"], type="filepath", label="Image", elem_id="upload")
+                    preview = gr.Image(interactive=False, show_label=False, elem_id="preview", height=260,
+                                       buttons=["fullscreen"])
+                    temperature = gr.Slider(0, 1.5, value=args.temperature, step=0.05, label="Temperature (0 = greedy)")
+                    max_new = gr.Slider(1, args.max_tokens, value=args.max_new_tokens, step=1, label="Max new tokens")
+                with gr.Column(scale=2):
+                    chatbot = gr.Chatbot(label="Chat", elem_id="chat", height=420, feedback_options=None,
+                                         buttons=["copy", "copy_all"])
+                    question = gr.Textbox(placeholder="Ask about the image and press Enter", show_label=False,
+                                          elem_id="question", max_lines=6)
+                    with gr.Row():
+                        send = gr.Button("Send", variant="primary", elem_id="send")
+                        stop_btn = gr.Button("Stop", elem_id="stop")
+                        clear_btn = gr.Button("Clear", elem_id="clear")
+                    status = gr.Markdown("Upload an image, or chat without one.", elem_id="status")
 
+        if index is not None:
+            with gr.Tab("Search", id="search-tab"):
+                search_tab(index, read_image)
         # Queued (toasts need the queue).  .upload and .clear, not .change: emptying a refused upload
         # below must not count as a new conversation.
         image_outputs = [image_path, history, chatbot, status, preview, upload]
@@ -208,10 +259,18 @@ def main(argv=None) -> int:
         log.warning("listening on %s without --auth: anyone who can reach this port can use the model", args.host)
     loaded = load_model(args)
     log.info("loaded %s%s", args.model_path, precision_note(args))
-    ui = build_ui(loaded, args)
+    index = None
+    if args.retrieval_db:
+        from llava.tasks.categories import load_text_embedder
+        from llava.tasks.retrieval import Index
+
+        index = Index(args.retrieval_db, load_text_embedder(args.embedder))
+    ui = build_ui(loaded, args, index)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    # The Search tab shows the table's images: Gradio serves files only from folders it is told of.
+    allowed = [index.meta["image_root"]] if index is not None and index.meta.get("image_root") else None
     ui.launch(server_name=args.host, server_port=args.port, auth=auth, share=False, ssr_mode=False,
-              max_file_size=args.max_image_bytes, show_error=True, quiet=False)
+              max_file_size=args.max_image_bytes, show_error=True, quiet=False, allowed_paths=allowed)
     return 0
 
 

@@ -76,7 +76,8 @@ def build(labels: str | Path, db_path: str | Path, embedder, image_root: str | N
     })
     db = lancedb.connect(str(db_path))
     db.create_table(TABLE, data=table, mode="overwrite")
-    meta = {"embedder": embedder.name, "dim": int(vectors.shape[1]), "rows": len(rows), "labels": str(labels)}
+    meta = {"embedder": embedder.name, "dim": int(vectors.shape[1]), "rows": len(rows), "labels": str(labels),
+            "image_root": root}
     (Path(db_path) / "llava_retrieval.json").write_text(json.dumps(meta, indent=1) + "\n")
     return len(rows)
 
