@@ -160,3 +160,17 @@ def test_quantized_batch_inference(tmp_path, tiny_hf, flag):
     questions = write_questions(tmp_path, 5)
     result = model_vqa(args(tiny_hf, questions, tmp_path / "q.jsonl", flag, "--num-workers", "0"))
     assert result["answered"] == 5 and not result["errors"]
+
+
+def test_beam_search_with_a_minimum_length(tmp_path, tiny_hf):
+    """Captioning's settings: beams, and no answer ending before --min-new-tokens."""
+    from transformers import AutoTokenizer
+
+    questions = write_questions(tmp_path, 6)
+    stats = model_vqa(args(tiny_hf, questions, tmp_path / "beam.jsonl", "--num-beams", "3", "--min-new-tokens", "5",
+                           "--length-penalty", "1.5", "--batch-size", "3", "--num-workers", "0"))
+    assert stats["answered"] == 6 and stats["generated_tokens"] >= 5 * 6
+    tok = AutoTokenizer.from_pretrained(tiny_hf)
+    assert all(len(tok(r["text"], add_special_tokens=False).input_ids) >= 4 for r in read(tmp_path / "beam.jsonl"))
+    with pytest.raises(SystemExit):
+        model_vqa(args(tiny_hf, questions, tmp_path / "x.jsonl", "--min-new-tokens", "9"))  # > --max-new-tokens 6

@@ -54,6 +54,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--top-p", type=float, default=None)
     ap.add_argument("--num-beams", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--min-new-tokens", type=int, default=0, help="no end of answer before this many tokens")
+    ap.add_argument("--length-penalty", type=float, default=1.0,
+                    help="beam search: > 1 favours longer answers, < 1 shorter")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--num-chunks", type=int, default=1, help="split the questions into this many chunks ...")
     ap.add_argument("--chunk-idx", type=int, default=0, help="... and answer this one (0-based)")
@@ -69,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("choose one of --load-4bit and --load-8bit")
     if args.batch_size < 1:
         ap.error("--batch-size must be at least 1")
+    if not 0 <= args.min_new_tokens <= args.max_new_tokens:
+        ap.error("--min-new-tokens must be between 0 and --max-new-tokens")
     if not 0 <= args.chunk_idx < args.num_chunks:
         ap.error(f"--chunk-idx must be in [0, {args.num_chunks})")
     return args
@@ -158,7 +163,9 @@ def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: 
                 inputs = to_model(loaded, batch["input_ids"], batch["attention_mask"], batch["pixels"])
                 texts, counts = generate_batch(loaded, inputs, max_new_tokens=args.max_new_tokens,
                                                temperature=args.temperature, top_p=args.top_p,
-                                               num_beams=args.num_beams)
+                                               num_beams=args.num_beams,
+                                               min_new_tokens=getattr(args, "min_new_tokens", 0),
+                                               length_penalty=getattr(args, "length_penalty", 1.0))
                 for i, text in zip(batch["indices"], texts):
                     q = todo[i]
                     records.append({"question_id": q.question_id, "prompt": q.text, "text": text,

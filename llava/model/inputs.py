@@ -93,7 +93,7 @@ def generate(loaded, questions: Sequence[str], images: Sequence[Image.Image | No
 
 @torch.inference_mode()
 def generate_batch(loaded, batch: dict, max_new_tokens=64, temperature=0.0, top_p=None,
-                   num_beams=1) -> tuple[list[str], list[int]]:
+                   num_beams=1, min_new_tokens=0, length_penalty=1.0) -> tuple[list[str], list[int]]:
     """(answers, generated token counts) for a batch from build_batch / to_model.
 
     Greedy unless temperature > 0.  A count includes the end-of-sequence token,
@@ -107,6 +107,8 @@ def generate_batch(loaded, batch: dict, max_new_tokens=64, temperature=0.0, top_
         temperature=temperature if sample else None,
         top_p=top_p if sample else None,
         num_beams=num_beams,
+        min_new_tokens=min_new_tokens or None,
+        length_penalty=length_penalty if num_beams > 1 else None,
         pad_token_id=loaded.tokenizer.pad_token_id,
     )
     new = out[:, batch["input_ids"].shape[1]:]
