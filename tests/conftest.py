@@ -86,3 +86,22 @@ def lora_run(tiny_hf, tmp_path_factory):
     assert not any("vision_tower" in n for n, _ in peft_model.named_parameters() if "lora_" in n)
     out = save_lora(peft_model, tmp_path_factory.mktemp("lora") / "run", base.processor)
     return out, peft_model, base
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory):
+    """A tiny random open_clip model saved as a local-dir (config + weights): no weights can be fetched here."""
+    import json
+
+    import open_clip
+    import torch
+
+    d = tmp_path_factory.mktemp("tiny-clip")
+    cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16,
+                                            "head_width": 32},
+           "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
+    torch.manual_seed(0)
+    torch.save(open_clip.model.CLIP(**cfg).state_dict(), d / "open_clip_pytorch_model.bin")
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {
+        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}))
+    return d

