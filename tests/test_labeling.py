@@ -131,3 +131,54 @@ def test_labeling_skips_corrupt_images_resumes_and_shards(photo_dir, tiny_hf, tm
         assert label(photo_dir, tiny_hf, path, "--num-shards", "2", "--shard-idx", str(i)).returncode == 0
     parts = [read_csv(p) for p in shards]
     assert parts[0] and parts[1] and sorted(parts[0] + parts[1], key=lambda r: r["image"]) == rows
+
+
+def test_labeling_sample_task_and_its_scores(tmp_path, tiny_loaded):
+    from llava.data.dataset import LazySupervisedDataset
+    from llava.tasks.labeling_data import CATEGORIES, make_labeling_task, score_labels
+
+    out = tmp_path / "lab"
+    res = make_labeling_task(out, num_train=6, num_test=5, num_queries=3, seed=1)
+    assert (res["train"], res["test"], res["queries"]) == (6, 5, 3)
+    assert read_categories(out / "categories.txt") == CATEGORIES
+    assert len(list((out / "test").iterdir())) == 5 and len(list((out / "queries").iterdir())) == 3
+    ds = LazySupervisedDataset(out / "train.json", image_folder=out / "train_images",
+                               tokenizer=tiny_loaded.tokenizer, image_processor=tiny_loaded.image_processor,
+                               template="vicuna_v1", image_token_id=tiny_loaded.image_token_id,
+                               num_image_tokens=tiny_loaded.num_image_tokens, model_max_length=2048)
+    assert len(ds) == 6
+    truth = read_csv(out / "test_truth.csv")
+    # Labels: the first two right, the third wrong and flagged, the fourth missing.
+    rows = [{"image": truth[0]["image"], "category": truth[0]["category"], "flagged": ""},
+            {"image": truth[1]["image"], "category": truth[1]["category"], "flagged": "yes"},
+            {"image": truth[2]["image"], "category": next(c for c in CATEGORIES if c != truth[2]["category"]),
+             "flagged": "yes"},
+            {"image": truth[4]["image"], "category": truth[4]["category"], "flagged": ""}]
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["image", "category", "flagged"])
+        w.writeheader()
+        w.writerows(rows)
+    s = score_labels(tmp_path / "labels.csv", out / "test_truth.csv")
+    assert (s["images"], s["labelled"], s["flagged"]) == (5, 4, 2) and s["category_accuracy"] == pytest.approx(3 / 5)
+
+
+def test_retrieval_precision_at_k(tmp_path, embedder):
+    from llava.tasks.retrieval import Index, build
+    from llava.tasks.labeling_data import retrieval_precision
+
+    items = [("s1.jpg", "shoes", "White running sneakers."), ("s2.jpg", "shoes", "Leather hiking boots."),
+             ("s3.jpg", "shoes", "Red high-heeled shoes."), ("c1.jpg", "cars", "A red sports car."),
+             ("c2.jpg", "cars", "A blue family car."), ("c3.jpg", "cars", "A white delivery van.")]
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "description", "category"])
+        w.writerows([(i, d, c) for i, c, d in items])
+    build(tmp_path / "labels.csv", tmp_path / "db", embedder)
+    (tmp_path / "q").mkdir()
+    for name in ("q1.png", "q2.png"):
+        Image.new("RGB", (8, 8)).save(tmp_path / "q" / name)
+    (tmp_path / "qt.csv").write_text("image,category,description\nq1.png,shoes,x\nq2.png,cars,y\n")
+    said = iter(["running shoes and boots", "a pair of shoes"])  # the second query is described wrongly
+    res = retrieval_precision(Index(tmp_path / "db", embedder), tmp_path / "q", tmp_path / "qt.csv",
+                              lambda image: next(said), k=3, table_truth={i: c for i, c, _ in items})
+    assert res == {"queries": 2, "k": 3, "precision_at_3": pytest.approx(0.5)}
