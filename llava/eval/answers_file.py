@@ -73,6 +73,16 @@ class AnswersFile:
         self.close()
 
 
+def open_for_model(path: str | Path, model_id: str, resume: bool = True, flag: str = "--answers-file") -> AnswersFile:
+    """The answers file to append model_id's answers to; refused when it holds another model's answers."""
+    f = AnswersFile(path, resume=resume)
+    if f.model_ids - {model_id}:
+        f.close()
+        raise SystemExit(f"{path} holds answers of {', '.join(sorted(f.model_ids))}, not {model_id}: resuming would "
+                         f"mix two models' answers. Pass another {flag}, or --no-resume to overwrite it.")
+    return f
+
+
 def write_errors(answers_path: str | Path, errors: list[dict]) -> Path | None:
     """Replace the errors sidecar with this run's errors (remove it when there are none)."""
     path = errors_path(answers_path)

@@ -34,7 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from llava.eval.answers_file import AnswersFile, errors_path, write_errors
+from llava.eval.answers_file import AnswersFile, errors_path, open_for_model, write_errors
 from llava.eval.question_file import Question, get_chunk, read_questions
 from llava.mm_utils import ImageError, load_image
 
@@ -188,12 +188,7 @@ def main(argv=None) -> dict:
     questions, bad = read_questions(args.question_file)
     questions = get_chunk(questions, args.num_chunks, args.chunk_idx)
     model_id = args.model_id or Path(args.model_path.rstrip("/")).name
-    writer = AnswersFile(args.answers_file, resume=args.resume)
-    if writer.model_ids - {model_id}:
-        writer.close()
-        raise SystemExit(f"{args.answers_file} holds answers of {', '.join(sorted(writer.model_ids))}, not "
-                         f"{model_id}: resuming would mix two models' answers. Pass another --answers-file, "
-                         "or --no-resume to overwrite it.")
+    writer = open_for_model(args.answers_file, model_id, args.resume)
     if writer.torn:
         print(f"{args.answers_file}: cut off a half-written last line (a killed run); that question is asked again")
     todo = [q for q in questions if q.question_id not in writer.done]

@@ -36,15 +36,23 @@ def as_score(value) -> int | None:
     return None
 
 
-def parse_score(text: str) -> int | None:
-    """The integer score in an answer, or None when there is none."""
-    for candidate in [text.strip(), *_OBJECT.findall(text)]:
+def score_object(text: str, pattern: re.Pattern = _OBJECT) -> dict | None:
+    """The first JSON object with a "score" field: the whole text, or one inside it (prose, a code fence)."""
+    for candidate in [text.strip(), *pattern.findall(text)]:
         try:
             obj = json.loads(candidate)
         except (json.JSONDecodeError, ValueError):
             continue
         if isinstance(obj, dict) and "score" in obj:
-            return as_score(obj["score"])  # a JSON score out of range is invalid, not searched further
+            return obj
+    return None
+
+
+def parse_score(text: str) -> int | None:
+    """The integer score in an answer, or None when there is none."""
+    obj = score_object(text)
+    if obj is not None:
+        return as_score(obj["score"])  # a JSON score out of range is invalid, not searched further
     match = _INTEGER.search(text)
     return int(match.group()) if match else None
 

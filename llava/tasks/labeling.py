@@ -123,7 +123,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from llava.eval.answers_file import AnswersFile, write_errors
+    from llava.eval.answers_file import open_for_model, write_errors
     from llava.eval.model_vqa import run
     from llava.serve.chat import default_model_path
     from llava.serve.model_args import load_model
@@ -138,11 +138,7 @@ def main(argv=None) -> dict:
     store_path = output.with_suffix(".answers.jsonl")
     args.model_path = args.model_path or default_model_path()
     model_id = args.model_id or Path(args.model_path.rstrip("/")).name
-    store = AnswersFile(store_path, resume=args.resume)
-    if store.model_ids - {model_id}:
-        store.close()
-        raise SystemExit(f"{store_path} holds answers of {', '.join(sorted(store.model_ids))}, not {model_id}: "
-                         "pass another --output, or --no-resume to start over")
+    store = open_for_model(store_path, model_id, args.resume, flag="--output")
     questions = questions_for(images, categories)
     todo = [q for q in questions if q.question_id not in store.done]
     if store.done:

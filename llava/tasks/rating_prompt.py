@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 
-from llava.eval.rating_metrics import MAX_SCORE, MIN_SCORE, as_score
+from llava.eval.rating_metrics import MAX_SCORE, MIN_SCORE, as_score, score_object
 
 SCALE = (
     (0, "not relevant: nothing in the image matches the term"),
@@ -53,15 +53,11 @@ def parse_answer(text: str) -> tuple[int | None, str | None]:
     a float like 3.0 or a digit string. A JSON score outside 0-5 is invalid (not clamped);
     text without JSON is not searched for a bare digit, because "3 objects" is not a rating.
     """
-    for candidate in [text.strip(), *_OBJECT.findall(text)]:
-        try:
-            obj = json.loads(candidate)
-        except (json.JSONDecodeError, ValueError):
-            continue
-        if isinstance(obj, dict) and "score" in obj:
-            explanation = obj.get("explanation")
-            return as_score(obj["score"]), explanation.strip() if isinstance(explanation, str) else None
-    return None, None
+    obj = score_object(text, _OBJECT)
+    if obj is None:
+        return None, None
+    explanation = obj.get("explanation")
+    return as_score(obj["score"]), explanation.strip() if isinstance(explanation, str) else None
 
 
 def partial_explanation(text: str) -> str | None:

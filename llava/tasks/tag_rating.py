@@ -184,7 +184,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from llava.data.tables import TableError
-    from llava.eval.answers_file import AnswersFile, errors_path, write_errors
+    from llava.eval.answers_file import errors_path, open_for_model, write_errors
     from llava.eval.model_vqa import run
     from llava.serve.chat import default_model_path
     from llava.serve.model_args import load_model
@@ -195,11 +195,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"error: {exc}") from None
     args.model_path = args.model_path or default_model_path()
     model_id = args.model_id or Path(args.model_path.rstrip("/")).name
-    answers = AnswersFile(args.output, resume=args.resume)
-    if answers.model_ids - {model_id}:
-        answers.close()
-        raise SystemExit(f"{args.output} holds ratings of {', '.join(sorted(answers.model_ids))}, not {model_id}: "
-                         "pass another --output, or --no-resume to overwrite it")
+    answers = open_for_model(args.output, model_id, args.resume, flag="--output")
     todo = [q for q in questions if q.question_id not in answers.done]
     if answers.done:
         print(f"resuming: {len(questions) - len(todo)} of {len(questions)} pairs already rated in {args.output}")
