@@ -5,8 +5,10 @@ a time, image decoded in the main process), same model, same questions, one proc
     .venv/bin/python bench/inference_throughput.py --model-path M --questions Q --image-folder I \\
         --batch-size 32 --limit 256 [--load-4bit]
 
-Both go through llava.eval.model_vqa.run, so the only difference is batching,
-length sorting and DataLoader workers.  They run in alternation (baseline,
+Both go through llava.eval.model_vqa.run, so the only differences are batching,
+length sorting, DataLoader workers and the shared-prefix cache (the system
+prompt's keys and values computed once; the baseline recomputes them, as the
+original does).  --no-prefix-cache measures batching alone.  They run in alternation (baseline,
 batched, baseline, batched) so drift in machine speed hits both; the greedy
 answers of the two are checked to be the same; the ratio is printed last.
 """
@@ -39,6 +41,7 @@ def main(argv=None) -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--load-4bit", action="store_true")
+    ap.add_argument("--no-prefix-cache", action="store_true", help="the batched run without the shared-prefix cache")
     args = ap.parse_args(argv)
 
     from llava.model.builder import load_pretrained_model
@@ -48,9 +51,11 @@ def main(argv=None) -> None:
     common = ["--model-path", args.model_path, "--question-file", args.questions, "--image-folder",
               args.image_folder, "--max-new-tokens", str(args.max_new_tokens), "--no-progress"]
     methods = {
-        "one at a time": vqa_args([*common, "--answers-file", "-", "--batch-size", "1", "--num-workers", "0"]),
+        "one at a time": vqa_args([*common, "--answers-file", "-", "--batch-size", "1", "--num-workers", "0",
+                                   "--no-prefix-cache"]),
         f"batch {args.batch_size}": vqa_args([*common, "--answers-file", "-", "--batch-size", str(args.batch_size),
-                                             "--num-workers", str(args.num_workers)]),
+                                             "--num-workers", str(args.num_workers),
+                                             *(["--no-prefix-cache"] if args.no_prefix_cache else [])]),
     }
     totals = {name: {"answered": 0, "generated_tokens": 0, "seconds": 0.0} for name in methods}
     answers: dict[str, dict] = {}

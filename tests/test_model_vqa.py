@@ -174,3 +174,24 @@ def test_beam_search_with_a_minimum_length(tmp_path, tiny_hf):
     assert all(len(tok(r["text"], add_special_tokens=False).input_ids) >= 4 for r in read(tmp_path / "beam.jsonl"))
     with pytest.raises(SystemExit):
         model_vqa(args(tiny_hf, questions, tmp_path / "x.jsonl", "--min-new-tokens", "9"))  # > --max-new-tokens 6
+
+
+def test_the_shared_prefix_cache_changes_no_answer(tmp_path, tiny_hf):
+    """The system prompt's cache reused across batches: the same greedy answers as recomputing it."""
+    from llava.model.builder import load_pretrained_model
+    from llava.model.inputs import prompt_ids, render_prompt
+    from llava.model.prefix_cache import common_prefix
+
+    questions = write_questions(tmp_path, 20)
+    cached = model_vqa(args(tiny_hf, questions, tmp_path / "cached.jsonl", "--batch-size", "6"))
+    plain = model_vqa(args(tiny_hf, questions, tmp_path / "plain.jsonl", "--batch-size", "6", "--no-prefix-cache"))
+    a = {r["question_id"]: r["text"] for r in read(tmp_path / "cached.jsonl")}
+    b = {r["question_id"]: r["text"] for r in read(tmp_path / "plain.jsonl")}
+    assert a == b and len(a) == 20 and cached["generated_tokens"] == plain["generated_tokens"]
+    loaded = load_pretrained_model(str(tiny_hf))
+    rows = [prompt_ids(loaded, render_prompt(loaded, q, True)) for q in ("What is this?", "Count them.")]
+    shared = common_prefix(rows, loaded.image_token_id)
+    # The whole system prompt and "USER:", up to the image: what every LLaVA prompt shares.
+    assert len(shared) >= 20 and loaded.image_token_id not in shared
+    assert all(r[:len(shared)] == shared for r in rows) and rows[0][len(shared)] != rows[1][len(shared)] or \
+        rows[0][len(shared)] == loaded.image_token_id

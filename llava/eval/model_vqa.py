@@ -61,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--num-chunks", type=int, default=1, help="split the questions into this many chunks ...")
     ap.add_argument("--chunk-idx", type=int, default=0, help="... and answer this one (0-based)")
     ap.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
+    ap.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
+                    help="recompute the prompt prefix all questions share (the system prompt) in every batch")
     ap.add_argument("--load-4bit", action="store_true")
     ap.add_argument("--load-8bit", action="store_true")
     ap.add_argument("--device", default="auto")
@@ -147,6 +149,14 @@ def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: 
             continue
         todo.append(q)
         ids.append(row)
+    prefix = None
+    if getattr(args, "prefix_cache", True) and args.num_beams == 1 and len(todo) > 1:
+        from llava.model.prefix_cache import PrefixCache, common_prefix
+
+        shared = common_prefix(ids, loaded.image_token_id)
+        if len(shared) >= 8:  # below that, not worth a cache copy per batch
+            prefix = PrefixCache(loaded, shared)
+            ids = [row[len(shared):] for row in ids]
     dataset = QuestionImages(todo, ids, args.image_folder, loaded.image_processor)
     loader = DataLoader(dataset, batch_sampler=length_sorted_batches([len(r) for r in ids], args.batch_size),
                         collate_fn=partial(collate, pad_id=loaded.tokenizer.pad_token_id),
@@ -160,7 +170,7 @@ def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: 
                 errors.append({"line": todo[i].line, "question_id": todo[i].question_id, "error": msg})
             records = []
             if batch["indices"]:
-                inputs = to_model(loaded, batch["input_ids"], batch["attention_mask"], batch["pixels"])
+                inputs = to_model(loaded, batch["input_ids"], batch["attention_mask"], batch["pixels"], prefix)
                 texts, counts = generate_batch(loaded, inputs, max_new_tokens=args.max_new_tokens,
                                                temperature=args.temperature, top_p=args.top_p,
                                                num_beams=args.num_beams,

@@ -51,9 +51,15 @@ def check_image_count(loaded, ids: Sequence[int], has_image: bool) -> None:
         raise ValueError(f"prompt has {n_img} <image> placeholders but {int(has_image)} image given")
 
 
-def to_model(loaded, input_ids: torch.Tensor, attention: torch.Tensor, pixels: torch.Tensor | None) -> dict:
+def to_model(loaded, input_ids: torch.Tensor, attention: torch.Tensor, pixels: torch.Tensor | None,
+             prefix=None) -> dict:
+    """The batch on the model's device; with a PrefixCache, the shared prefix put in front from its cache."""
     model = loaded.model
-    batch = {"input_ids": input_ids.to(model.device), "attention_mask": attention.to(model.device)}
+    batch = {}
+    if prefix is not None:
+        batch = prefix.batch(input_ids, attention)
+        input_ids, attention = batch.pop("input_ids"), batch.pop("attention_mask")
+    batch.update(input_ids=input_ids.to(model.device), attention_mask=attention.to(model.device))
     if pixels is not None:
         batch["pixel_values"] = pixels.to(model.device, tower_dtype(model))
     return batch
