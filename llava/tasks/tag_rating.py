@@ -151,13 +151,23 @@ class RatingWriter:
         self.by_id = {q.question_id: q for q in questions}
         self.tags, self.rater = tags, rater
         self.flagged = 0
+        self.errors: list[dict] = []  # constrained retries that failed: to the errors file, asked again next run
 
     @property
     def done(self):
         return self.answers_file.done
 
     def write(self, records: list[dict]) -> None:
-        self.answers_file.write([self.rating(r) for r in records])
+        ratings = []
+        for r in records:
+            try:
+                ratings.append(self.rating(r))
+            except Exception as exc:  # e.g. the image became unreadable between the two reads
+                q = self.by_id[r["question_id"]]
+                log.exception("constrained retry of %s failed", q.question_id)
+                self.errors.append({"line": q.line, "question_id": q.question_id,
+                                    "error": f"unparseable answer, and the constrained retry failed: {exc}"})
+        self.answers_file.write(ratings)
 
     def rating(self, record: dict) -> dict:
         q = self.by_id[record["question_id"]]
@@ -212,6 +222,7 @@ def main(argv=None) -> dict:
             stats["seconds"] = time.perf_counter() - start  # with the constrained retries
             stats["generated_tokens"] += rater.generated_tokens
             flagged = writer.flagged
+            stats["errors"] += writer.errors
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(answers.done)} ratings are safe in {args.output}; run the same command again")
         raise SystemExit(130) from None
