@@ -107,7 +107,11 @@ def main(argv=None) -> int:
             continue
         print("ASSISTANT: ", end="", flush=True)
         try:
+            started = False
             for piece in chat.ask(text):
+                if not started:  # the answer's leading space (the tokenizer's word boundary) is not shown
+                    piece = piece.lstrip()
+                    started = bool(piece)
                 print(piece, end="", flush=True)
             print(flush=True)
         except KeyboardInterrupt:
