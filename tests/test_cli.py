@@ -90,8 +90,10 @@ def test_lora_directory_in_4bit(lora_run, tiny_hf, image_file):
 
 
 def test_ctrl_c_stops_an_answer_then_leaves_at_the_prompt(tiny_hf, image_file):
+    # --min-new-tokens: the tiny model must not finish (end-of-sequence) before Ctrl-C reaches it,
+    # however slowly this test process runs.
     child = spawn("--model-path", str(tiny_hf), "--image-file", str(image_file), "--temperature", "0",
-                  "--max-new-tokens", "900")
+                  "--max-new-tokens", "900", "--min-new-tokens", "900")
     child.expect_exact(PROMPT)
     child.sendline("Tell me a very long story.")
     child.expect_exact("ASSISTANT: ")

@@ -55,6 +55,7 @@ class ChatSession:
     temperature: float = 0.2
     top_p: float | None = None
     max_new_tokens: int = 512
+    min_new_tokens: int = 0  # no end of answer before this many tokens
     history: list[tuple[str, str]] = field(default_factory=list)
     system: str | None = None  # replaces the template's system prompt; None keeps the one it was trained with
     last_usage: dict = field(default_factory=dict)
@@ -84,7 +85,8 @@ class ChatSession:
         sample = self.temperature > 0
         if not self.stopped:  # a stop() that came before this turn began still counts
             self._stop.clear()
-        kwargs = dict(**batch, streamer=streamer, max_new_tokens=self.max_new_tokens, do_sample=sample,
+        kwargs = dict(**batch, streamer=streamer, max_new_tokens=self.max_new_tokens,
+                      min_new_tokens=self.min_new_tokens or None, do_sample=sample,
                       temperature=self.temperature if sample else None, top_p=self.top_p if sample else None,
                       pad_token_id=loaded.tokenizer.pad_token_id,
                       stopping_criteria=StoppingCriteriaList([_StopFlag(self._stop)]))

@@ -31,6 +31,7 @@ def parse_args(argv=None):
     ap.add_argument("--temperature", type=float, default=0.2, help="0 = greedy")
     ap.add_argument("--top-p", type=float, default=None)
     ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--min-new-tokens", type=int, default=0, help="no end of an answer before this many tokens")
     ap.add_argument("--seed", type=int, default=None, help="for reproducible sampling")
     args = ap.parse_args(argv)
     check_model_args(ap, args)
@@ -72,7 +73,7 @@ def main(argv=None) -> int:
     print(f"loading {model_path}{precision_note(args)} ...", flush=True)
     loaded = load_model(args)
     chat = ChatSession(loaded, image=image, conv_mode=args.conv_mode, temperature=args.temperature,
-                       top_p=args.top_p, max_new_tokens=args.max_new_tokens)
+                       top_p=args.top_p, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens)
     quantized = sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in loaded.model.modules())
     print(f"ready: {'an image' if image is not None else 'no image (text only)'}"
           + (f"; {quantized} bitsandbytes-quantized layers" if quantized else "") + f"; commands: {COMMANDS}",
@@ -105,8 +106,8 @@ def main(argv=None) -> int:
         if text.startswith("\\"):
             print(f"unknown command {text.split()[0]}; commands: {COMMANDS}")
             continue
-        print("ASSISTANT: ", end="", flush=True)
-        try:
+        try:  # Ctrl-C anywhere in the answer, its first line included, stops it and keeps the chat
+            print("ASSISTANT: ", end="", flush=True)
             started = False
             for piece in chat.ask(text):
                 if not started:  # the answer's leading space (the tokenizer's word boundary) is not shown
