@@ -212,7 +212,8 @@ def test_refused_uploads_say_why_and_chat_goes_on(page, tmp_path, tiny_loaded):
     upload(page, bomb)
     toast = page.get_by_text(re.compile(r"bomb\.png: 1000x1000 pixels, more than the 300,000 allowed"))
     toast.first.wait_for(timeout=30_000)
-    assert "refused" in status_text(page)
+    # The toast can show before the status line is updated: wait for it too.
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('refused')")
     broken = tmp_path / "broken.png"
     broken.write_bytes(Image.new("RGB", (40, 40)).tobytes()[:500])  # not an image at all
     upload(page, broken)

@@ -17,6 +17,7 @@ load_pretrained_model, which keeps the tower and projector in full precision.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from llava.serve.model_args import add_model_args, check_model_args
@@ -59,6 +60,9 @@ def main(argv=None) -> int:
     from llava.serve.images import open_image
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # Ctrl-C must stop an answer even when we were started with SIGINT ignored (a parent that ran us
+    # in the background, nohup): Python then installs no KeyboardInterrupt handler of its own.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if args.seed is not None:
         torch.manual_seed(args.seed)
     image = None
