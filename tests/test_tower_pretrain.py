@@ -20,7 +20,7 @@ def test_scene_labels_put_each_object_in_its_quadrant():
     assert shapes == [SHAPE_CLASSES.index("circle"), 0, 0, SHAPE_CLASSES.index("square")]
 
 
-def test_pretraining_teaches_a_random_tower_colours(tmp_path):
+def test_pretraining_teaches_a_random_tower_colours_and_where_each_patch_is(tmp_path):
     torch.manual_seed(0)
     cfg = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
                            image_size=32, patch_size=8)
@@ -30,6 +30,8 @@ def test_pretraining_teaches_a_random_tower_colours(tmp_path):
     before = pretrain_tower(tmp_path / "tower", tmp_path / "untrained", steps=1, pool=300, batch_size=32, lr=1e-9)
     after = pretrain_tower(tmp_path / "tower", tmp_path / "trained", steps=150, pool=300, batch_size=32, lr=3e-3)
     assert after["color_acc"] > before["color_acc"] + 0.3, (before, after)
+    # The same head reads every patch, so the feature itself must carry the column (left vs right).
+    assert after["col_acc"] > before["col_acc"] + 0.3, (before, after)
     trained = CLIPVisionModel.from_pretrained(tmp_path / "trained")
     assert (tmp_path / "trained" / "preprocessor_config.json").exists()
     assert json.loads((tmp_path / "trained" / "tower_pretrain.json").read_text())["steps"] == 150

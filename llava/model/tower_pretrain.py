@@ -7,10 +7,16 @@ No pretrained CLIP exists offline, and a random tower gives the language model
 nothing to learn from: neither projector alignment nor LoRA recovers from it.
 This stands in for CLIP's pretraining, scaled to our scenes: the tower learns,
 from freshly drawn scenes (other seeds than the sample task, so no task image
-is seen), which colour and shape sits in each quadrant, through a linear probe
-on the patch features LLaVA feeds its projector (layer -2, no CLS).  Through a
-*linear* probe on *per-patch* features, the information has to be there, in
-place, for the projector to pick up; the probe is thrown away afterwards.
+is seen), to describe each patch in place.  One linear head, shared by all
+patches of LLaVA's features (layer -2, no CLS), reads from each patch the
+colour and shape of the object in the patch's quadrant *and* the patch's own
+row and column.  Shared weights mean the feature itself must say what and
+where: the projector maps patches one by one, so a feature that does not carry
+its position leaves the language model only the token order to tell left from
+right.  (An earlier probe, a separate read-out per patch, taught the tower
+colour and shape to 1.00 while left/right stayed at 0.61 linearly decodable
+from a patch; the fine-tuned models then confused left and right and
+miscounted.)  The head is thrown away afterwards.
 
 Each scene goes through JPEG and the same pad-to-square preprocessing as at
 training time, so the tower sees what the task's images will look like.
@@ -67,15 +73,32 @@ def make_batch(num: int, seed: int, image_processor, image_size=(96, 72)):
 
 
 class Probe(torch.nn.Module):
-    """Linear read-out of every quadrant's colour and shape from the flattened patch features."""
+    """One linear head shared by every patch: the colour and shape of the object in the patch's
+    quadrant, and the patch's own row and column on the grid."""
 
-    def __init__(self, num_patches: int, hidden: int):
+    def __init__(self, grid: int, hidden: int):
         super().__init__()
-        self.out = torch.nn.Linear(num_patches * hidden, 4 * (len(COLOR_CLASSES) + len(SHAPE_CLASSES)))
+        self.grid = grid
+        self.sizes = [len(COLOR_CLASSES), len(SHAPE_CLASSES), grid, grid]
+        self.out = torch.nn.Linear(hidden, sum(self.sizes))
+        rows = torch.arange(grid * grid) // grid
+        cols = torch.arange(grid * grid) % grid
+        # The quadrant (index into QUADRANTS) each patch lies in; the image is square after padding.
+        self.register_buffer("quadrant", (rows >= grid // 2).long() * 2 + (cols >= grid // 2).long(), persistent=False)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
 
-    def forward(self, feats: torch.Tensor):
-        logits = self.out(feats.flatten(1)).view(len(feats), 4, -1)
-        return logits[..., : len(COLOR_CLASSES)], logits[..., len(COLOR_CLASSES):]
+    def forward(self, feats: torch.Tensor) -> list[torch.Tensor]:
+        """Logits (batch, patches, classes) for colour, shape, row and column."""
+        return list(self.out(feats).split(self.sizes, dim=-1))
+
+    def targets(self, colors: torch.Tensor, shapes: torch.Tensor) -> list[torch.Tensor]:
+        """Per-patch targets (batch, patches) from per-quadrant labels (batch, 4)."""
+        n = len(colors)
+        return [colors[:, self.quadrant], shapes[:, self.quadrant], self.rows.expand(n, -1), self.cols.expand(n, -1)]
+
+
+HEADS = ("color_acc", "shape_acc", "row_acc", "col_acc")
 
 
 def patch_features(tower, pixels, layer: int = -2) -> torch.Tensor:
@@ -84,11 +107,12 @@ def patch_features(tower, pixels, layer: int = -2) -> torch.Tensor:
 
 
 def evaluate(tower, probe, data, layer: int) -> dict:
+    """Per-patch held-out accuracy of each head."""
     pixels, colors, shapes = data
     with torch.no_grad():
-        c_logits, s_logits = probe(patch_features(tower, pixels, layer))
-    return {"color_acc": (c_logits.argmax(-1) == colors).float().mean().item(),
-            "shape_acc": (s_logits.argmax(-1) == shapes).float().mean().item()}
+        logits = probe(patch_features(tower, pixels, layer))
+    return {name: (lg.argmax(-1) == t).float().mean().item()
+            for name, lg, t in zip(HEADS, logits, probe.targets(colors, shapes))}
 
 
 def pretrain_tower(tower_dir: str | Path, output_dir: str | Path, steps: int = 600, batch_size: int = 64,
@@ -99,8 +123,7 @@ def pretrain_tower(tower_dir: str | Path, output_dir: str | Path, steps: int = 6
     tower = CLIPVisionModel.from_pretrained(tower_dir, dtype=torch.float32)
     image_processor = image_processor_from_dir(tower_dir, "pad")
     cfg = tower.config
-    num_patches = (cfg.image_size // cfg.patch_size) ** 2
-    probe = Probe(num_patches, cfg.hidden_size)
+    probe = Probe(cfg.image_size // cfg.patch_size, cfg.hidden_size)
     # A pool of scenes drawn once (drawing is the slow part), plus a held-out set from another seed.
     train = make_batch(pool, 5000 + seed, image_processor)
     held_out = make_batch(500, 9000 + seed, image_processor)
@@ -114,8 +137,8 @@ def pretrain_tower(tower_dir: str | Path, output_dir: str | Path, steps: int = 6
     for step in range(1, steps + 1):
         idx = torch.from_numpy(rng.choice(pool, batch_size, replace=False))
         pixels, colors, shapes = (t[idx] for t in train)
-        c_logits, s_logits = probe(patch_features(tower, pixels, layer))
-        loss = ce(c_logits.flatten(0, 1), colors.flatten()) + ce(s_logits.flatten(0, 1), shapes.flatten())
+        logits = probe(patch_features(tower, pixels, layer))
+        loss = sum(ce(lg.flatten(0, 1), t.flatten()) for lg, t in zip(logits, probe.targets(colors, shapes)))
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -125,8 +148,8 @@ def pretrain_tower(tower_dir: str | Path, output_dir: str | Path, steps: int = 6
             tower.eval()
             acc = evaluate(tower, probe, held_out, layer)
             tower.train()
-            log.info("step %d/%d loss %.4f held-out colour %.3f shape %.3f (%.0f s)", step, steps, loss.item(),
-                     acc["color_acc"], acc["shape_acc"], time.time() - start)
+            log.info("step %d/%d loss %.4f held-out per patch: colour %.3f shape %.3f row %.3f column %.3f (%.0f s)",
+                     step, steps, loss.item(), *(acc[h] for h in HEADS), time.time() - start)
     tower.eval()
     result = {**evaluate(tower, probe, held_out, layer), "steps": steps, "seconds": round(time.time() - start, 1)}
     out = Path(output_dir)
@@ -152,8 +175,9 @@ def main(argv=None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     result = pretrain_tower(args.tower, args.output_dir, args.steps, args.batch_size, args.lr, args.seed,
                             pool=args.pool)
-    print(f"tower trained: held-out colour accuracy {result['color_acc']:.3f}, shape accuracy "
-          f"{result['shape_acc']:.3f} ({result['seconds']} s) -> {args.output_dir}")
+    print(f"tower trained: held-out per-patch accuracy colour {result['color_acc']:.3f}, shape "
+          f"{result['shape_acc']:.3f}, row {result['row_acc']:.3f}, column {result['col_acc']:.3f} "
+          f"({result['seconds']} s) -> {args.output_dir}")
 
 
 if __name__ == "__main__":
