@@ -2,8 +2,9 @@
 # The main job end to end on the embedded default (run by `make demo`):
 #   embedded base (built and trained once, cached) -> sample task -> preprocess -> LoRA fine-tune
 #   -> merge -> batch inference (inference.sh) -> scores, with the base's scores before fine-tuning.
-# Steps whose output already exists are skipped, so a second run only fine-tunes again if asked
-# (delete checkpoints/llava-smol-task-lora to retrain; the merge and the answers follow).
+# Steps whose output already exists, and is newer than what it was built from, are skipped, so a
+# second run only fine-tunes again if asked (delete checkpoints/llava-smol-task-lora to retrain; the
+# merge and the answers follow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -12,8 +13,7 @@ export PYTHON=$PY HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 INIT=checkpoints/llava-smol-init           # random CLIP tower + SmolLM2-135M-Instruct, composed
 TOWER=checkpoints/smol-clip                # the tower after learning to see the scenes
 STAGE1=checkpoints/llava-smol-stage1       # + projector aligned on captions (stage 1)
-STAGE2=checkpoints/llava-smol-stage2-lora  # + LoRA on captions in chat format (stage 2)
-BASE=checkpoints/llava-smol-base           # stage 2 merged: the embedded base
+BASE=checkpoints/llava-smol-base           # stage 2, LLM + projector on scene chats: the embedded base
 LORA=checkpoints/llava-smol-task-lora      # the task adapter
 MERGED=checkpoints/llava-smol-task-merged  # the adapter merged: what inference.sh answers with
 CAPS=playground/data/scene_captions
@@ -32,23 +32,30 @@ step "2/12 caption data for the base: synthetic scenes, other seeds than the tas
 [ -f "$CAPS/captions.json" ] && echo "   (exists)" || "$PY" -m llava.data.scene_captions --output-dir "$CAPS"
 
 step "3/12 teach the tower to see (no pretrained CLIP offline) -> $TOWER"
-[ -f "$TOWER/tower_pretrain.json" ] && echo "   (exists)" || \
+# A tower from before the position head (its report has no col_acc) is rebuilt, and what follows with it.
+if grep -q col_acc "$TOWER/tower_pretrain.json" 2>/dev/null; then echo "   (exists)"; else
   "$PY" -m llava.model.tower_pretrain --tower "$INIT-parts/vision_tower" --output-dir "$TOWER" --steps 1200 --pool 12000
+fi
 
 step "4/12 stage 1: align the projector on captions (scripts/pretrain.sh) -> $STAGE1"
-if [ -f "$STAGE1/mm_projector.safetensors" ]; then echo "   (exists)"; else
+if [ "$STAGE1/mm_projector.safetensors" -nt "$TOWER/tower_pretrain.json" ]; then echo "   (exists)"; else
   t0=$(date +%s)
+  # Built from an older tower: start over (its checkpoints would be resumed from). An interrupted
+  # run (no final output yet) resumes.
+  [ -f "$STAGE1/mm_projector.safetensors" ] && rm -rf "$STAGE1"
   bash scripts/pretrain.sh --vision_tower "$TOWER" --model_name_or_path "$INIT-parts/llm" --output_dir "$STAGE1"
   elapsed "$t0"
 fi
 
-step "5/12 stage 2: LoRA + projector on scene chats (questions answered in sentences), merged -> $BASE"
-if [ -f "$BASE/config.json" ]; then echo "   (exists)"; else
+step "5/12 stage 2: LLM + projector on scene chats, questions answered in sentences (scripts/finetune.sh) -> $BASE"
+if [ "$BASE/config.json" -nt "$STAGE1/mm_projector.safetensors" ]; then echo "   (exists)"; else
   t0=$(date +%s)
-  [ -f "$STAGE2/adapter_config.json" ] || bash scripts/finetune_task_lora.sh --model_name_or_path "$STAGE1" \
-    --data_path "$CAPS/chat.json" --image_folder "$CAPS/images" --output_dir "$STAGE2" --max_steps 160 \
-    --mm_projector_lr 5e-4
-  "$PY" scripts/merge_lora_weights.py --model-path "$STAGE2" --model-base "$STAGE1" --save-model-path "$BASE"
+  [ -f "$BASE/config.json" ] && rm -rf "$BASE"  # built from an older stage 1
+  bash scripts/finetune.sh --vision_tower "$TOWER" --model_name_or_path "$INIT-parts/llm" \
+    --pretrain_mm_mlp_adapter "$STAGE1/mm_projector.safetensors" --data_path "$CAPS/chat.json" \
+    --image_folder "$CAPS/images" --output_dir "$BASE" --max_steps 160 --learning_rate 1e-4 --mm_projector_lr 5e-4 \
+    --save_steps 1000
+  rm -rf "$BASE"/checkpoint-*  # the run is complete: its resume state (optimizer and all, 2.5 GB) goes
   elapsed "$t0"
 fi
 
@@ -67,8 +74,9 @@ bash inference.sh --model-path "$BASE" --answers-file "$ANS/llava-smol-base.json
 "$PY" -m llava.eval.evaluate --answers-file "$ANS/llava-smol-base.jsonl" --annotation-file "$KEY" >/dev/null
 
 step "9/12 LoRA fine-tune on the sample task (scripts/finetune_task_lora.sh, DeepSpeed) -> $LORA"
-if [ -f "$LORA/adapter_config.json" ]; then echo "   (exists)"; else
+if [ "$LORA/adapter_model.safetensors" -nt "$BASE/config.json" ]; then echo "   (exists)"; else
   t0=$(date +%s)
+  [ -f "$LORA/adapter_model.safetensors" ] && rm -rf "$LORA"  # the adapter of an older base
   bash scripts/finetune_task_lora.sh --model_name_or_path "$BASE" --data_path "$DATA/train.json" \
     --image_folder "$RAW/images" --output_dir "$LORA"
   echo "$(( $(date +%s) - t0 ))" > "$LORA/wall_seconds.txt"
