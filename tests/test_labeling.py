@@ -123,7 +123,10 @@ def test_labeling_skips_corrupt_images_resumes_and_shards(photo_dir, tiny_hf, tm
     # Again: every answer is already there, nothing is asked twice, the same labels come out.
     store = out.with_suffix(".answers.jsonl").read_text()
     again = label(photo_dir, tiny_hf, out)
-    assert again.returncode == 0 and "resuming: 8 of 12 answers already in" in again.stdout
+    assert again.returncode == 0, again.stderr[-3000:]
+    # The two unreadable images are tried again; the four described ones are not asked anything.
+    assert "resuming: 4 of 6 description answers already in" in again.stdout
+    assert "resuming: 4 of 4 category answers already in" in again.stdout
     assert out.with_suffix(".answers.jsonl").read_text() == store and read_csv(out) == rows
     # Two shards cover every image once, with the same labels as one process.
     shards = [tmp_path / f"labels.{i}.csv" for i in range(2)]
@@ -131,6 +134,17 @@ def test_labeling_skips_corrupt_images_resumes_and_shards(photo_dir, tiny_hf, tm
         assert label(photo_dir, tiny_hf, path, "--num-shards", "2", "--shard-idx", str(i)).returncode == 0
     parts = [read_csv(p) for p in shards]
     assert parts[0] and parts[1] and sorted(parts[0] + parts[1], key=lambda r: r["image"]) == rows
+
+
+def test_the_category_is_asked_after_the_description_in_one_chat(tiny_loaded):
+    from llava.model.inputs import render_prompt
+    from llava.tasks.labeling import DESCRIBE, category_questions
+
+    qs = category_questions(["a.jpg", "b.jpg"], {"a.jpg": "2 shapes: red circle (top left)."}, ["one", "two"])
+    assert [q.question_id for q in qs] == ["a.jpg#category"]  # b.jpg has no description (yet): not asked
+    prompt = render_prompt(tiny_loaded, qs[0].text, True, history=qs[0].history)
+    order = [prompt.index(x) for x in ("<image>", DESCRIBE, "2 shapes: red circle", "Which one of these categories")]
+    assert order == sorted(order) and prompt.count("<image>") == 1, prompt
 
 
 def test_labeling_sample_task_and_its_scores(tmp_path, tiny_loaded):

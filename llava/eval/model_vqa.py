@@ -136,7 +136,7 @@ def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: 
 
     errors, todo, ids = [], [], []
     for q in questions:
-        row = prompt_ids(loaded, render_prompt(loaded, q.text, q.image is not None, args.conv_mode))
+        row = prompt_ids(loaded, render_prompt(loaded, q.text, q.image is not None, args.conv_mode, q.history))
         try:
             check_image_count(loaded, row, q.image is not None)  # e.g. "<image>" typed into the text
         except ValueError as exc:

@@ -23,6 +23,9 @@ class Question:
     image: str | None
     category: str | None
     line: int
+    # Earlier turns [(user, assistant), ...] the question follows, the image in the first (callers that
+    # chain questions, e.g. labeling's category after its description; a question file has none).
+    history: tuple = ()
 
 
 @dataclass

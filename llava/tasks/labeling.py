@@ -12,7 +12,11 @@ not one of them is mapped to the nearest (see categories.py), flagged, and the
 model's own words are kept in model_category.
 
 Each image is asked two questions, through batch inference (llava.eval.model_vqa:
-batched, length-sorted, images decoded in DataLoader workers).  The answers go
+batched, length-sorted, images decoded in DataLoader workers): first the
+description, then the category in the same conversation, after the model's own
+description, as the training conversations of labeling_data have them (asked
+alone, a fine-tuned model described "3 shapes: ..." and then answered "two
+shapes").  The answers go
 to OUTPUT.answers.jsonl as they come, flushed per batch, so a killed run resumes
 where it stopped; labels.csv is rewritten from them at the end of each run.
 Images that cannot be read (corrupt, truncated, empty, not an image) are
@@ -78,13 +82,15 @@ def list_images(folder: str | Path) -> list[str]:
                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-def questions_for(images: list[str], categories: list[str]) -> list[Question]:
+def description_questions(images: list[str]) -> list[Question]:
+    return [Question(f"{image}#description", DESCRIBE, image, "description", n) for n, image in enumerate(images, 1)]
+
+
+def category_questions(images: list[str], descriptions: dict[str, str], categories: list[str]) -> list[Question]:
+    """The category question for each described image, after its description in the same chat."""
     ask = category_question(categories)
-    out = []
-    for n, image in enumerate(images, 1):
-        out.append(Question(f"{image}#description", DESCRIBE, image, "description", n))
-        out.append(Question(f"{image}#category", ask, image, "category", n))
-    return out
+    return [Question(f"{image}#category", ask, image, "category", n, history=((DESCRIBE, descriptions[image]),))
+            for n, image in enumerate(images, 1) if image in descriptions]
 
 
 def read_answers(path: Path) -> dict[str, str]:
@@ -139,15 +145,28 @@ def main(argv=None) -> dict:
     args.model_path = args.model_path or default_model_path()
     model_id = args.model_id or Path(args.model_path.rstrip("/")).name
     store = open_for_model(store_path, model_id, args.resume, flag="--output")
-    questions = questions_for(images, categories)
-    todo = [q for q in questions if q.question_id not in store.done]
-    if store.done:
-        print(f"resuming: {len(questions) - len(todo)} of {len(questions)} answers already in {store_path}")
     stats = {"answered": 0, "generated_tokens": 0, "seconds": 0.0, "errors": []}
     args.image_folder = args.images
+    loaded = None
     try:
-        if todo:
-            stats = run(load_model(args), todo, args, store, model_id)
+        # Two passes: the descriptions, then each category after its description.
+        for stage in ("description", "category"):
+            if stage == "description":
+                questions = description_questions(images)
+            else:
+                descriptions = {qid.rsplit("#", 1)[0]: text for qid, text in read_answers(store_path).items()
+                                if qid.endswith("#description")}
+                questions = category_questions(images, descriptions, categories)
+            todo = [q for q in questions if q.question_id not in store.done]
+            if len(todo) < len(questions):
+                print(f"resuming: {len(questions) - len(todo)} of {len(questions)} {stage} answers already in "
+                      f"{store_path}")
+            if todo:
+                loaded = loaded or load_model(args)
+                part = run(loaded, todo, args, store, model_id)
+                for key in ("answered", "generated_tokens", "seconds"):
+                    stats[key] += part[key]
+                stats["errors"] += part["errors"]
     except KeyboardInterrupt:
         print(f"\ninterrupted: the answers so far are safe in {store_path}; run the same command again")
         raise SystemExit(130) from None
