@@ -24,6 +24,13 @@ OUT=$DATA/answers
 GEN=(--num-beams 3 --min-new-tokens 6 --max-new-tokens 40 --batch-size 8)
 
 [ -f "$BASE/config.json" ] || { echo "no embedded base at $BASE: run make demo first" >&2; exit 1; }
+# An adapter or results made before the base was (re)built belong to another base: start over, rather
+# than merge an old adapter into a new base or resume its answers.
+for d in "$LORA" "$OUT"; do
+  if [ -e "$d" ] && ! [ "$d" -nt "$BASE/config.json" ]; then
+    echo "   $d is older than $BASE: removing it and what was made from it"; rm -rf "$LORA" "$MERGED" "$OUT"
+  fi
+done
 echo "== 1/6 sample captioning task -> $DATA"
 [ -f "$DATA/train.json" ] && echo "   (exists)" || "$PY" -m llava.tasks.caption_data --output-dir "$DATA"
 

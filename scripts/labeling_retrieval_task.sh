@@ -17,6 +17,13 @@ MERGED=checkpoints/llava-smol-labeling-merged
 OUT=$DATA/runs
 
 [ -f "$BASE/config.json" ] || { echo "no embedded base at $BASE: run make demo first" >&2; exit 1; }
+# An adapter or results made before the base was (re)built belong to another base: start over, rather
+# than merge an old adapter into a new base or resume its answers.
+for d in "$LORA" "$OUT"; do
+  if [ -e "$d" ] && ! [ "$d" -nt "$BASE/config.json" ]; then
+    echo "   $d is older than $BASE: removing it and what was made from it"; rm -rf "$LORA" "$MERGED" "$OUT"
+  fi
+done
 echo "== 1/4 sample labeling task -> $DATA"
 [ -f "$DATA/train.json" ] && echo "   (exists)" || "$PY" -m llava.tasks.labeling_data sample --output-dir "$DATA"
 mkdir -p "$OUT"

@@ -21,6 +21,13 @@ MERGED=checkpoints/llava-smol-rating-merged
 OUT=$DATA/ratings
 
 [ -f "$BASE/config.json" ] || { echo "no embedded base at $BASE: run make demo first" >&2; exit 1; }
+# An adapter or results made before the base was (re)built belong to another base: start over, rather
+# than merge an old adapter into a new base or resume its answers.
+for d in "$LORA" "$OUT"; do
+  if [ -e "$d" ] && ! [ "$d" -nt "$BASE/config.json" ]; then
+    echo "   $d is older than $BASE: removing it and what was made from it"; rm -rf "$LORA" "$MERGED" "$OUT"
+  fi
+done
 echo "== 1/5 sample rating task -> $DATA"
 [ -f "$DATA/train/conversations.json" ] && echo "   (exists)" || "$PY" -m llava.tasks.rating_data sample --output-dir "$DATA"
 PAIRS=$DATA/test/pairs.jsonl
