@@ -78,7 +78,6 @@ class Probe(torch.nn.Module):
 
     def __init__(self, grid: int, hidden: int):
         super().__init__()
-        self.grid = grid
         self.sizes = [len(COLOR_CLASSES), len(SHAPE_CLASSES), grid, grid]
         self.out = torch.nn.Linear(hidden, sum(self.sizes))
         rows = torch.arange(grid * grid) // grid
