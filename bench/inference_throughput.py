@@ -7,8 +7,10 @@ a time, image decoded in the main process), same model, same questions, one proc
 
 Both go through llava.eval.model_vqa.run, so the only differences are batching,
 length sorting, DataLoader workers and the shared-prefix cache (the system
-prompt's keys and values computed once; the baseline recomputes them, as the
-original does).  --no-prefix-cache measures batching alone.  They run in alternation (baseline,
+prompt's keys and values computed once, an image's once per batch for all the
+questions about it; the baseline recomputes them for every question, as the
+original does).  --no-image-prefix leaves out the per-image part,
+--no-prefix-cache both.  They run in alternation (baseline,
 batched, baseline, batched) so drift in machine speed hits both; the greedy
 answers of the two are checked to be the same; the ratio is printed last.
 """
@@ -42,6 +44,8 @@ def main(argv=None) -> None:
     ap.add_argument("--max-new-tokens", type=int, default=16)
     ap.add_argument("--load-4bit", action="store_true")
     ap.add_argument("--no-prefix-cache", action="store_true", help="the batched run without the shared-prefix cache")
+    ap.add_argument("--no-image-prefix", action="store_true",
+                    help="the batched run without sharing an image's tokens between its questions")
     args = ap.parse_args(argv)
 
     from llava.model.builder import load_pretrained_model
@@ -55,7 +59,8 @@ def main(argv=None) -> None:
                                    "--no-prefix-cache"]),
         f"batch {args.batch_size}": vqa_args([*common, "--answers-file", "-", "--batch-size", str(args.batch_size),
                                              "--num-workers", str(args.num_workers),
-                                             *(["--no-prefix-cache"] if args.no_prefix_cache else [])]),
+                                             *(["--no-prefix-cache"] if args.no_prefix_cache else []),
+                                             *(["--no-image-prefix"] if args.no_image_prefix else [])]),
     }
     totals = {name: {"answered": 0, "generated_tokens": 0, "seconds": 0.0} for name in methods}
     answers: dict[str, dict] = {}

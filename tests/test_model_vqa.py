@@ -195,3 +195,51 @@ def test_the_shared_prefix_cache_changes_no_answer(tmp_path, tiny_hf):
     assert len(shared) >= 20 and loaded.image_token_id not in shared
     assert all(r[:len(shared)] == shared for r in rows) and rows[0][len(shared)] != rows[1][len(shared)] or \
         rows[0][len(shared)] == loaded.image_token_id
+
+
+def test_questions_about_one_image_share_its_tokens(tmp_path, tiny_hf):
+    """Three to five questions per image: the image and its tokens run once per batch, not once per
+    question, and every greedy answer is what recomputing them gives.  A missing image's questions
+    become error records without taking the rest of their batch down."""
+    from llava.eval.answers_file import AnswersFile
+    from llava.eval.model_vqa import parse_args, run
+    from llava.eval.question_file import read_questions
+    from llava.model.builder import load_pretrained_model
+
+    questions = write_questions(tmp_path, 1, n_images=4)  # the images
+    words = ["What is this?", "Count them.", "What colour is the object on the left of the picture?",
+             "Is there a circle?", "Why?"]
+    lines = [{"question_id": f"q{i}", "text": words[i % 5] + "?" * (i % 3), "image": f"{i % 5}.png"}
+             for i in range(21)]  # 4.png is missing
+    questions.write_text("".join(json.dumps(q) + "\n" for q in lines))
+    loaded = load_pretrained_model(str(tiny_hf))
+    tower_images = []
+    hook = loaded.model.model.vision_tower.register_forward_hook(lambda m, i, o: tower_images.append(o[0].shape[0]))
+    results = {}
+    try:
+        for name, extra in (("shared", []), ("plain", ["--no-image-prefix"])):
+            tower_images.clear()
+            margs = parse_args(args(tiny_hf, questions, "-", "--batch-size", "8", "--num-workers", "0", *extra))
+            with AnswersFile(tmp_path / f"{name}.jsonl", resume=False) as writer:
+                stats = run(loaded, read_questions(questions)[0], margs, writer, "m")
+            results[name] = ({r["question_id"]: r["text"] for r in read(tmp_path / f"{name}.jsonl")},
+                             sum(tower_images), sorted(e["question_id"] for e in stats["errors"]))
+    finally:
+        hook.remove()
+    shared, plain = results["shared"], results["plain"]
+    assert shared[0] == plain[0] and len(shared[0]) == 17
+    assert shared[2] == plain[2] == sorted(f"q{i}" for i in range(4, 21, 5))
+    assert plain[1] == 17 and shared[1] <= 8  # 4 images; a batch of 8 holds two images' questions, or splits one
+
+
+def test_image_grouped_batches_keep_an_image_together():
+    from llava.model.prefix_cache import image_grouped_batches, image_part
+
+    images = ["a", "b", "a", "c", "b", "a", "c", "a"]
+    batches = image_grouped_batches(images, [5, 9, 6, 4, 3, 7, 8, 2], batch_size=4)
+    assert sorted(i for b in batches for i in b) == list(range(8)) and all(len(b) <= 4 for b in batches)
+    assert [sorted({images[i] for i in b}) for b in batches] == [["b", "c"], ["a"]]  # a's four fill a batch
+    assert batches[1] == [5, 2, 0, 7]  # longest first within the image; b (9) before c (8) before a (7)
+    assert image_part([[1, 2, 9, 9, 3], [1, 2, 9, 9, 4, 5]], 9) == [1, 2, 9, 9]
+    assert image_part([[1, 9, 3], [2, 9, 3]], 9) is None and image_part([[1, 2, 3], [1, 2, 4]], 9) is None
+    assert image_part([[1, 9, 9], [1, 9, 9, 4]], 9) is None  # a row must keep a token after the part

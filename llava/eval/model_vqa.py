@@ -11,6 +11,9 @@ model_id, metadata}`.  What differs from the original model_vqa(_loader):
     does not fit in memory fails at once, not an hour in), left-padded,
     `--batch-size` at a time; images decoded and preprocessed in DataLoader
     workers while the model generates;
+  * the prompt's shared parts computed once (llava.model.prefix_cache): the
+    system prompt for the whole run, an image and its tokens once per batch for
+    all the questions about it (they are batched together);
   * resumable: answers are appended and fsynced per batch; run the same
     command after a kill and it answers only what is missing (`--no-resume`
     starts over);
@@ -63,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
     ap.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
                     help="recompute the prompt prefix all questions share (the system prompt) in every batch")
+    ap.add_argument("--no-image-prefix", dest="image_prefix", action="store_false",
+                    help="run an image's tokens once per question, not once per image in a batch")
     ap.add_argument("--load-4bit", action="store_true")
     ap.add_argument("--load-8bit", action="store_true")
     ap.add_argument("--device", default="auto")
@@ -94,7 +99,7 @@ class QuestionImages(Dataset):
 
     def __getitem__(self, i: int) -> dict:
         q = self.questions[i]
-        item = {"index": i, "ids": self.ids[i], "pixels": None, "error": None}
+        item = {"index": i, "ids": self.ids[i], "image": q.image, "pixels": None, "error": None}
         if q.image:
             try:
                 image = load_image(self.image_folder / q.image)
@@ -104,8 +109,11 @@ class QuestionImages(Dataset):
         return item
 
 
-def collate(items: list[dict], pad_id: int) -> dict:
-    """Left-padded ids and stacked pixels of the usable items; the others with their errors."""
+def collate(items: list[dict], pad_id: int, per_image: bool = False) -> dict:
+    """Left-padded ids and stacked pixels of the usable items; the others with their errors.
+
+    per_image: pixels of each distinct image once, and image_rows[i] the image of row i.
+    """
     from llava.model.inputs import pad_left
 
     ok = [it for it in items if it["error"] is None]
@@ -113,6 +121,13 @@ def collate(items: list[dict], pad_id: int) -> dict:
              "errors": [(it["index"], it["error"]) for it in items if it["error"] is not None]}
     if ok:
         batch["input_ids"], batch["attention_mask"] = pad_left([it["ids"] for it in ok], pad_id)
+        if per_image:
+            first = {}
+            for it in ok:
+                first.setdefault(it["image"], it)
+            order = list(first)
+            batch["image_rows"] = [order.index(it["image"]) for it in ok]
+            ok = list(first.values())
         pixels = [it["pixels"] for it in ok if it["pixels"] is not None]
         batch["pixels"] = torch.stack(pixels) if pixels else None
     return batch
@@ -149,17 +164,26 @@ def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: 
             continue
         todo.append(q)
         ids.append(row)
-    prefix = None
+    prefix = part = None
     if getattr(args, "prefix_cache", True) and args.num_beams == 1 and len(todo) > 1:
-        from llava.model.prefix_cache import PrefixCache, common_prefix
+        from llava.model.prefix_cache import PrefixCache, common_prefix, image_part
 
         shared = common_prefix(ids, loaded.image_token_id)
         if len(shared) >= 8:  # below that, not worth a cache copy per batch
             prefix = PrefixCache(loaded, shared)
             ids = [row[len(shared):] for row in ids]
+            if getattr(args, "image_prefix", True) and len({q.image for q in todo}) < len(todo):
+                part = image_part(ids, loaded.image_token_id)
+                ids = [row[len(part):] for row in ids] if part else ids
+    if part:
+        from llava.model.prefix_cache import image_grouped_batches
+
+        batches = image_grouped_batches([q.image for q in todo], [len(r) for r in ids], args.batch_size)
+    else:
+        batches = length_sorted_batches([len(r) for r in ids], args.batch_size)
     dataset = QuestionImages(todo, ids, args.image_folder, loaded.image_processor)
-    loader = DataLoader(dataset, batch_sampler=length_sorted_batches([len(r) for r in ids], args.batch_size),
-                        collate_fn=partial(collate, pad_id=loaded.tokenizer.pad_token_id),
+    loader = DataLoader(dataset, batch_sampler=batches,
+                        collate_fn=partial(collate, pad_id=loaded.tokenizer.pad_token_id, per_image=bool(part)),
                         num_workers=args.num_workers if len(todo) > args.batch_size else 0)
     answered = tokens = 0
     start = time.perf_counter()
@@ -170,7 +194,8 @@ def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: 
                 errors.append({"line": todo[i].line, "question_id": todo[i].question_id, "error": msg})
             records = []
             if batch["indices"]:
-                inputs = to_model(loaded, batch["input_ids"], batch["attention_mask"], batch["pixels"], prefix)
+                inputs = to_model(loaded, batch["input_ids"], batch["attention_mask"], batch["pixels"], prefix,
+                                  part, batch.get("image_rows"))
                 texts, counts = generate_batch(loaded, inputs, max_new_tokens=args.max_new_tokens,
                                                temperature=args.temperature, top_p=args.top_p,
                                                num_beams=args.num_beams,

@@ -52,10 +52,18 @@ def check_image_count(loaded, ids: Sequence[int], has_image: bool) -> None:
 
 
 def to_model(loaded, input_ids: torch.Tensor, attention: torch.Tensor, pixels: torch.Tensor | None,
-             prefix=None) -> dict:
-    """The batch on the model's device; with a PrefixCache, the shared prefix put in front from its cache."""
+             prefix=None, image_part=None, image_rows=None) -> dict:
+    """The batch on the model's device; with a PrefixCache, the shared prefix put in front from its cache.
+
+    With image_part, input_ids are what follows it, pixels are the batch's distinct images and
+    image_rows[i] is row i's image: the prefix, the part and its image run once per image.
+    """
     model = loaded.model
     batch = {}
+    if prefix is not None and image_part is not None:
+        batch = prefix.image_batch(model, image_part, pixels.to(model.device, tower_dtype(model)), image_rows,
+                                   input_ids, attention)
+        return {k: v.to(model.device) if k != "cache" else v for k, v in batch.items()}
     if prefix is not None:
         batch = prefix.batch(input_ids, attention)
         input_ids, attention = batch.pop("input_ids"), batch.pop("attention_mask")
