@@ -10,7 +10,9 @@ length sorting, DataLoader workers and the shared-prefix cache (the system
 prompt's keys and values computed once, an image's once per batch for all the
 questions about it; the baseline recomputes them for every question, as the
 original does).  --no-image-prefix leaves out the per-image part,
---no-prefix-cache both.  They run in alternation (baseline,
+--no-prefix-cache both.  --cpu-bf16 runs the batched side in bf16 autocast (the
+baseline stays fp32, so the ratio then includes the dtype; the answers that
+differ are counted).  They run in alternation (baseline,
 batched, baseline, batched) so drift in machine speed hits both; the greedy
 answers of the two are checked to be the same; the ratio is printed last.
 """
@@ -46,6 +48,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-prefix-cache", action="store_true", help="the batched run without the shared-prefix cache")
     ap.add_argument("--no-image-prefix", action="store_true",
                     help="the batched run without sharing an image's tokens between its questions")
+    ap.add_argument("--cpu-bf16", action="store_true", help="the batched run in bf16 autocast on a CPU")
     args = ap.parse_args(argv)
 
     from llava.model.builder import load_pretrained_model
@@ -60,7 +63,8 @@ def main(argv=None) -> None:
         f"batch {args.batch_size}": vqa_args([*common, "--answers-file", "-", "--batch-size", str(args.batch_size),
                                              "--num-workers", str(args.num_workers),
                                              *(["--no-prefix-cache"] if args.no_prefix_cache else []),
-                                             *(["--no-image-prefix"] if args.no_image_prefix else [])]),
+                                             *(["--no-image-prefix"] if args.no_image_prefix else []),
+                                             *(["--cpu-bf16"] if args.cpu_bf16 else [])]),
     }
     totals = {name: {"answered": 0, "generated_tokens": 0, "seconds": 0.0} for name in methods}
     answers: dict[str, dict] = {}
@@ -80,7 +84,8 @@ def main(argv=None) -> None:
                       f"{res['generated_tokens'] / res['seconds']:.1f} generated tokens/s", flush=True)
     base, batched = answers.values()
     same = sum(base[q] == batched[q] for q in base)
-    print(f"\nmodel {args.model_path}{' (4-bit)' if args.load_4bit else ''}, {len(questions)} questions x "
+    print(f"\nmodel {args.model_path}{' (4-bit)' if args.load_4bit else ''}"
+          f"{', batched side in bf16 autocast' if args.cpu_bf16 else ''}, {len(questions)} questions x "
           f"{args.rounds} rounds, max {args.max_new_tokens} new tokens, device {loaded.model.device}, "
           f"{torch.get_num_threads()} threads")
     print("| method | answers/s | generated tokens/s |\n|---|---|---|")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from llava.eval.model_vqa import main as model_vqa
@@ -243,3 +244,21 @@ def test_image_grouped_batches_keep_an_image_together():
     assert image_part([[1, 2, 9, 9, 3], [1, 2, 9, 9, 4, 5]], 9) == [1, 2, 9, 9]
     assert image_part([[1, 9, 3], [2, 9, 3]], 9) is None and image_part([[1, 2, 3], [1, 2, 4]], 9) is None
     assert image_part([[1, 9, 9], [1, 9, 9, 4]], 9) is None  # a row must keep a token after the part
+
+
+@pytest.mark.parametrize("flag, dtype", [([], torch.float32), (["--cpu-bf16"], torch.bfloat16)])
+def test_cpu_bf16_runs_the_matmuls_in_bf16(tmp_path, tiny_hf, flag, dtype):
+    from llava.eval.answers_file import AnswersFile
+    from llava.eval.model_vqa import parse_args, run
+    from llava.eval.question_file import read_questions
+    from llava.model.builder import load_pretrained_model
+
+    questions = write_questions(tmp_path, 6)
+    loaded = load_pretrained_model(str(tiny_hf))
+    seen = []
+    loaded.model.get_output_embeddings().register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+    with AnswersFile(tmp_path / "a.jsonl", resume=False) as writer:
+        stats = run(loaded, read_questions(questions)[0], parse_args(args(tiny_hf, questions, "-", *flag)), writer, "m")
+    assert stats["answered"] == 6 and not stats["errors"]
+    assert seen and set(seen) == {dtype}
+    assert all(p.dtype == torch.float32 for p in loaded.model.parameters())  # the weights stay fp32

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import Trainer
 
-
+from llava.model.builder import cpu_has_native_bf16
 from llava.model.lora import save_lora
 from llava.model.processor import save_processor
 from llava.train.loss import answer_positions_loss
@@ -27,10 +27,6 @@ PROJECTOR, TOWER = "multi_modal_projector", "vision_tower."
 
 def _is_peft(model) -> bool:
     return hasattr(model, "peft_config") and hasattr(model, "get_base_model")
-
-
-def cpu_has_native_bf16() -> bool:
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
 
 
 def use_cpu_bf16(args) -> bool:
