@@ -66,7 +66,7 @@ def main(argv=None) -> None:
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per round and method")
     ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--lora-r", type=int, default=64)
+    ap.add_argument("--lora-r", type=int, default=32, help="the CPU recipe's rank")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
