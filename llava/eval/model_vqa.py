@@ -148,15 +148,17 @@ def answer_id(model_id: str, question_id: str, text: str) -> str:
 
 def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: str) -> dict:
     """Answer `questions` into `writer`; return counts, errors and throughput."""
-    if getattr(args, "cpu_bf16", False) and loaded.model.device.type == "cpu":
+    from contextlib import nullcontext
+
+    bf16 = getattr(args, "cpu_bf16", False) and loaded.model.device.type == "cpu"
+    if bf16:
         from llava.model.builder import cpu_has_native_bf16
 
         if not cpu_has_native_bf16():
             log.warning("--cpu-bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX); expect it slower")
-        # Around everything, the prefix caches included: their keys and values must be bf16 too.
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            return _run(loaded, questions, args, writer, model_id)
-    return _run(loaded, questions, args, writer, model_id)
+    # Around everything, the prefix caches included: their keys and values must be bf16 too.
+    with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+        return _run(loaded, questions, args, writer, model_id)
 
 
 def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: str) -> dict:
