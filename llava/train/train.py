@@ -24,6 +24,7 @@ from llava.data.dataset import LazySupervisedDataset  # noqa: E402
 from llava.train.args import parse_args  # noqa: E402
 from llava.train.callbacks import LossLogCallback  # noqa: E402
 from llava.train.model_setup import configure_trainable, load_model  # noqa: E402
+from llava.train.shm_cleanup import remove_at_exit  # noqa: E402
 from llava.train.trainer import LLaVATrainer  # noqa: E402
 
 log = logging.getLogger("llava.train")
@@ -56,6 +57,7 @@ def last_checkpoint(output_dir: str) -> str | None:
 
 
 def train(argv: list[str] | None = None) -> LLaVATrainer:
+    remove_at_exit()  # DeepSpeed's CPU all-reduce segment in /dev/shm, created while the args are parsed
     model_args, data_args, training_args = parse_args(argv)
     logging.basicConfig(
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
