@@ -67,6 +67,8 @@ def main(argv=None) -> None:
                                              *(["--cpu-bf16"] if args.cpu_bf16 else [])]),
     }
     totals = {name: {"answered": 0, "generated_tokens": 0, "seconds": 0.0} for name in methods}
+    cuda = loaded.model.device.type == "cuda"
+    peak = {name: 0 for name in methods}
     answers: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         run(loaded, questions[: args.batch_size], methods[f"batch {args.batch_size}"],
@@ -74,8 +76,12 @@ def main(argv=None) -> None:
         for r in range(args.rounds):
             for name, margs in methods.items():
                 path = Path(tmp) / f"{r}-{name}.jsonl"
+                if cuda:
+                    torch.cuda.reset_peak_memory_stats()
                 with AnswersFile(path, resume=False) as writer:
                     res = run(loaded, questions, margs, writer, "bench")
+                if cuda:
+                    peak[name] = max(peak[name], torch.cuda.max_memory_allocated())
                 assert not res["errors"], res["errors"][:3]
                 for k in totals[name]:
                     totals[name][k] += res[k]
@@ -86,13 +92,15 @@ def main(argv=None) -> None:
     same = sum(base[q] == batched[q] for q in base)
     print(f"\nmodel {args.model_path}{' (4-bit)' if args.load_4bit else ''}"
           f"{', batched side in bf16 autocast' if args.cpu_bf16 else ''}, {len(questions)} questions x "
-          f"{args.rounds} rounds, max {args.max_new_tokens} new tokens, device {loaded.model.device}, "
+          f"{args.rounds} rounds, max {args.max_new_tokens} new tokens, device {loaded.model.device}"
+          f"{' (' + torch.cuda.get_device_name() + ', ' + str(loaded.model.dtype) + ')' if cuda else ''}, "
           f"{torch.get_num_threads()} threads")
-    print("| method | answers/s | generated tokens/s |\n|---|---|---|")
+    print("| method | answers/s | generated tokens/s |" + (" peak GPU memory |\n|---|---|---|---|" if cuda else "\n|---|---|---|"))
     rate = {}
     for name, t in totals.items():
         rate[name] = t["answered"] / t["seconds"]
-        print(f"| {name} | {rate[name]:.2f} | {t['generated_tokens'] / t['seconds']:.1f} |")
+        print(f"| {name} | {rate[name]:.2f} | {t['generated_tokens'] / t['seconds']:.1f} |"
+              + (f" {peak[name] / 2**30:.1f} GiB |" if cuda else ""))
     print(f"\nsame greedy answer at batch 1 and batch {args.batch_size}: {same}/{len(base)}")
     first, second = rate.values()
     print(f"throughput ratio batch {args.batch_size} / one at a time: {second / first:.2f}x")

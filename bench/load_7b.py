@@ -133,12 +133,18 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=32)
     ap.add_argument("--modes", default="full,4bit", help="full = bf16 on a GPU, fp32 on a CPU")
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--write-only", action="store_true",
+                    help="write the checkpoint, print its path and stop (for bench/train_throughput.py and "
+                         "bench/inference_throughput.py)")
     args = ap.parse_args()
     ckpt = Path(args.workdir) / f"llava-{args.size}-original"
     if not (ckpt / "config.json").exists():
         t = time.perf_counter()
         write_checkpoint(ckpt, args.size, Path(args.tokenizer_model), args.device)
         print(f"wrote {ckpt} in {time.perf_counter() - t:.0f}s", flush=True)
+    if args.write_only:
+        print(ckpt)
+        return
     results = []
     for mode in args.modes.split(","):
         r = measure(ckpt, mode, args.device, args.batch, args.new_tokens)

@@ -15,6 +15,16 @@ The two run in alternation (naive, ours, naive, ours) so drift in machine
 speed hits both; the ratio is printed last.  --cpu-bf16 runs both sides'
 forward passes in bf16 autocast, as the CPU recipe trains where the CPU has
 bf16 instructions; without it both run in fp32.
+
+--bf16 stores the frozen weights in bf16 and runs both sides in bf16 autocast
+(LoRA weights and AdamW stay fp32), and --gradient-checkpointing recomputes
+each layer in the backward pass, as the GPU recipe does.  On a GPU (the model
+moves there when one is present) the table adds peak memory and MFU: the FLOPs
+the loss needs (LLM forward and the backward to its activations per real
+token, LoRA's weight gradients, the LM head at supervised positions only, the
+frozen tower's forward and the projector's forward and backward per image;
+recomputation not counted) over the time and --peak-tflops.  A
+LLaVA-1.5-7B-shaped model with random weights: bench/gpu_7b.sh.
 """
 
 from __future__ import annotations
@@ -39,10 +49,11 @@ from llava.train.model_setup import configure_trainable, load_model  # noqa: E40
 from llava.train.train import make_dataset  # noqa: E402
 
 
-def measure(model, loader, steps: int, warmup: int, step_fn, optimizer, autocast) -> dict:
+def measure(model, loader, steps: int, warmup: int, step_fn, optimizer, autocast, flops_of) -> dict:
     tokens = padded = 0
-    seconds = 0.0
+    seconds = flops = 0.0
     it = iter(loader)
+    cuda = next(model.parameters()).is_cuda
     for i in range(warmup + steps):
         t0 = time.perf_counter()
         batch = next(it)
@@ -51,11 +62,42 @@ def measure(model, loader, steps: int, warmup: int, step_fn, optimizer, autocast
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if cuda:
+            torch.cuda.synchronize()
         if i >= warmup:
             seconds += time.perf_counter() - t0
             tokens += int(batch["attention_mask"].sum())
             padded += batch["attention_mask"].numel()
-    return {"tokens": tokens, "padded": padded, "seconds": seconds}
+            flops += sum(flops_of(batch).values())
+    return {"tokens": tokens, "padded": padded, "seconds": seconds, "flops": flops}
+
+
+def flop_counter(model):
+    """batch -> the FLOPs one step's loss needs, by part (see the module docstring)."""
+    base = model.get_base_model()
+    llm, head = base.model.language_model, base.get_output_embeddings()
+    frozen = sum(p.numel() for n, p in llm.named_parameters()
+                 if p.dim() == 2 and "lora_" not in n and "embed_tokens" not in n)
+    lora = sum(p.numel() for n, p in llm.named_parameters() if "lora_" in n)
+    tower = sum(p.numel() for p in base.model.vision_tower.parameters())
+    projector = sum(p.numel() for p in base.model.multi_modal_projector.parameters())
+    cfg = base.config.text_config
+    layers, hidden = cfg.num_hidden_layers, cfg.hidden_size
+    patches = (base.config.vision_config.image_size // base.config.vision_config.patch_size) ** 2
+
+    def flops(batch) -> dict:
+        lengths = batch["attention_mask"].sum(1).double()
+        tokens = float(lengths.sum())
+        supervised = int((batch["labels"][:, 1:] != -100).sum())
+        images = batch["pixel_values"].shape[0] if "pixel_values" in batch else 0
+        return {
+            "llm": 4 * frozen * tokens,  # forward and the gradient to activations; frozen weights get none
+            "lora": 6 * lora * tokens,  # forward, activation and weight gradients
+            "attention": float((6 * layers * hidden * lengths ** 2).sum()),  # causal half of 12 s^2 h, fwd + bwd
+            "lm_head": 4 * head.weight.numel() * supervised,
+            "images": images * (2 * tower * (patches + 1) + 6 * projector * patches),
+        }
+    return flops
 
 
 def full_loss(model, batch):
@@ -74,6 +116,10 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cpu-bf16", action="store_true",
                     help="both sides' forward in bf16 autocast on CPU, as the CPU recipe trains (--cpu_bf16 auto)")
+    ap.add_argument("--bf16", action="store_true", help="frozen weights stored in bf16 and bf16 autocast (the GPU recipe)")
+    ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--peak-tflops", type=float, default=989.0,
+                    help="the GPU's dense bf16 peak for MFU (H100/H200 SXM datasheet: 989)")
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
 
@@ -82,12 +128,23 @@ def main(argv=None) -> None:
             "--model_name_or_path", args.model, "--data_path", args.data, "--image_folder", args.image_folder,
             "--output_dir", tmp, "--lora_enable", "True", "--lora_r", str(args.lora_r),
             "--lora_alpha", str(2 * args.lora_r), "--lora_dropout", "0", "--report_to", "none",
-            "--use_cpu", str(not torch.cuda.is_available())])
+            "--use_cpu", str(not torch.cuda.is_available()),
+            "--gradient_checkpointing", str(args.gradient_checkpointing)])
         model, processor = load_model(model_args, data_args, training_args)
         model = configure_trainable(model, model_args, training_args)
         dataset = make_dataset(args.data, data_args, training_args, model_args, processor, model.config)
+    cuda = torch.cuda.is_available()
+    if args.bf16:
+        for p in model.parameters():
+            if not p.requires_grad:
+                p.data = p.data.to(torch.bfloat16)
+    if cuda:
+        model.to("cuda")
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     device = next(model.parameters()).device
+    flops_of = flop_counter(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     collate = DataCollator(pad_token_id=processor.tokenizer.pad_token_id)
 
@@ -104,22 +161,36 @@ def main(argv=None) -> None:
             collate_fn=collate, num_workers=1),
             to_device(lambda m, b: answer_positions_loss(m, lm_head, b))),
     }
-    autocast = ((lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if args.cpu_bf16 else contextlib.nullcontext)
-    totals = {name: {"tokens": 0, "padded": 0, "seconds": 0.0} for name in methods}
+    bf16 = args.cpu_bf16 or args.bf16
+    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext)
+    totals = {name: {"tokens": 0, "padded": 0, "seconds": 0.0, "flops": 0.0, "peak": 0} for name in methods}
     for r in range(args.rounds):
         for name, (loader, step_fn) in methods.items():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
             res = measure(model, loader, args.steps, warmup=1 if r == 0 else 0, step_fn=step_fn,
-                          optimizer=optimizer, autocast=autocast)
+                          optimizer=optimizer, autocast=autocast, flops_of=flops_of)
             for k in res:
                 totals[name][k] += res[k]
+            if cuda:
+                totals[name]["peak"] = max(totals[name]["peak"], torch.cuda.max_memory_allocated())
             print(f"round {r + 1} {name:5s}: {res['tokens'] / res['seconds']:.0f} tokens/s "
                   f"({res['tokens']} real of {res['padded']} padded tokens)", flush=True)
     rate = {n: t["tokens"] / t["seconds"] for n, t in totals.items()}
+    where = torch.cuda.get_device_name() if cuda else "CPU"
     print(f"\nmodel {args.model}, data {args.data}, batch {args.batch_size}, LoRA r{args.lora_r}, "
-          f"{args.rounds}x{args.steps} steps each, device {device}{', bf16 autocast' if args.cpu_bf16 else ', fp32'}")
-    print("| method | real tokens/s | padding share |\n|---|---|---|")
-    for n, t in totals.items():
-        print(f"| {n} | {rate[n]:.0f} | {1 - t['tokens'] / t['padded']:.1%} |")
+          f"{args.rounds}x{args.steps} steps each, {where}{', bf16' if bf16 else ', fp32'}"
+          f"{', gradient checkpointing' if args.gradient_checkpointing else ''}")
+    if cuda:
+        print("| method | real tokens/s | padding share | peak GPU memory | model TFLOP/s | MFU |\n|---|---|---|---|---|---|")
+        for n, t in totals.items():
+            tf = t["flops"] / t["seconds"] / 1e12
+            print(f"| {n} | {rate[n]:.0f} | {1 - t['tokens'] / t['padded']:.1%} | {t['peak'] / 2**30:.1f} GiB "
+                  f"| {tf:.0f} | {tf / args.peak_tflops:.1%} |")
+    else:
+        print("| method | real tokens/s | padding share |\n|---|---|---|")
+        for n, t in totals.items():
+            print(f"| {n} | {rate[n]:.0f} | {1 - t['tokens'] / t['padded']:.1%} |")
     print(f"\nthroughput ratio ours/naive: {rate['ours'] / rate['naive']:.2f}x")
 
 
