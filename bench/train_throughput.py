@@ -118,6 +118,8 @@ def main(argv=None) -> None:
                     help="both sides' forward in bf16 autocast on CPU, as the CPU recipe trains (--cpu_bf16 auto)")
     ap.add_argument("--bf16", action="store_true", help="frozen weights stored in bf16 and bf16 autocast (the GPU recipe)")
     ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="afterwards, profile N steps of ours and print the 20 costliest kernels")
     ap.add_argument("--peak-tflops", type=float, default=989.0,
                     help="the GPU's dense bf16 peak for MFU (H100/H200 SXM datasheet: 989)")
     args = ap.parse_args(argv)
@@ -192,6 +194,15 @@ def main(argv=None) -> None:
         for n, t in totals.items():
             print(f"| {n} | {rate[n]:.0f} | {1 - t['tokens'] / t['padded']:.1%} |")
     print(f"\nthroughput ratio ours/naive: {rate['ours'] / rate['naive']:.2f}x")
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        loader, step_fn = methods["ours"]
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            measure(model, loader, args.profile, 0, step_fn, optimizer, autocast, flops_of)
+        key = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+        print(prof.key_averages().table(sort_by=key, row_limit=20, max_name_column_width=70))
 
 
 if __name__ == "__main__":
