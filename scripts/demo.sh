@@ -14,6 +14,7 @@ INIT=checkpoints/llava-smol-init           # random CLIP tower + SmolLM2-135M-In
 TOWER=checkpoints/smol-clip                # the tower after learning to see the scenes
 STAGE1=checkpoints/llava-smol-stage1       # + projector aligned on captions (stage 1)
 BASE=checkpoints/llava-smol-base           # stage 2, LLM + projector on scene chats: the embedded base
+STAGE2_STEPS=320                           # 1.28 epochs of the 4000 chats (docs/training.md: 160 left yes/no at chance)
 LORA=checkpoints/llava-smol-task-lora      # the task adapter
 MERGED=checkpoints/llava-smol-task-merged  # the adapter merged: what inference.sh answers with
 CAPS=playground/data/scene_captions
@@ -48,14 +49,16 @@ if [ "$STAGE1/mm_projector.safetensors" -nt "$TOWER/tower_pretrain.json" ]; then
 fi
 
 step "5/12 stage 2: LLM + projector on scene chats, questions answered in sentences (scripts/finetune.sh) -> $BASE"
-if [ "$BASE/config.json" -nt "$STAGE1/mm_projector.safetensors" ]; then echo "   (exists)"; else
+if [ "$BASE/config.json" -nt "$STAGE1/mm_projector.safetensors" ] \
+   && [ "$(cat "$BASE/stage2_steps.txt" 2>/dev/null)" = "$STAGE2_STEPS" ]; then echo "   (exists)"; else
   t0=$(date +%s)
-  [ -f "$BASE/config.json" ] && rm -rf "$BASE"  # built from an older stage 1
+  [ -f "$BASE/config.json" ] && rm -rf "$BASE"  # built from an older stage 1, or for another step count
   bash scripts/finetune.sh --vision_tower "$TOWER" --model_name_or_path "$INIT-parts/llm" \
     --pretrain_mm_mlp_adapter "$STAGE1/mm_projector.safetensors" --data_path "$CAPS/chat.json" \
-    --image_folder "$CAPS/images" --output_dir "$BASE" --max_steps 160 --learning_rate 1e-4 --mm_projector_lr 5e-4 \
-    --save_steps 1000
+    --image_folder "$CAPS/images" --output_dir "$BASE" --max_steps "$STAGE2_STEPS" --learning_rate 1e-4 \
+    --mm_projector_lr 5e-4 --save_steps 1000
   rm -rf "$BASE"/checkpoint-*  # the run is complete: its resume state (optimizer and all, 2.5 GB) goes
+  echo "$STAGE2_STEPS" > "$BASE/stage2_steps.txt"
   elapsed "$t0"
 fi
 
