@@ -183,16 +183,14 @@ def main(argv=None) -> None:
     print(f"\nmodel {args.model}, data {args.data}, batch {args.batch_size}, LoRA r{args.lora_r}, "
           f"{args.rounds}x{args.steps} steps each, {where}{', bf16' if bf16 else ', fp32'}"
           f"{', gradient checkpointing' if args.gradient_checkpointing else ''}")
-    if cuda:
-        print("| method | real tokens/s | padding share | peak GPU memory | model TFLOP/s | MFU |\n|---|---|---|---|---|---|")
-        for n, t in totals.items():
+    gpu_columns = " peak GPU memory | model TFLOP/s | MFU |" if cuda else ""
+    print(f"| method | real tokens/s | padding share |{gpu_columns}\n" + "|---" * (3 + 3 * cuda) + "|")
+    for n, t in totals.items():
+        row = f"| {n} | {rate[n]:.0f} | {1 - t['tokens'] / t['padded']:.1%} |"
+        if cuda:
             tf = t["flops"] / t["seconds"] / 1e12
-            print(f"| {n} | {rate[n]:.0f} | {1 - t['tokens'] / t['padded']:.1%} | {t['peak'] / 2**30:.1f} GiB "
-                  f"| {tf:.0f} | {tf / args.peak_tflops:.1%} |")
-    else:
-        print("| method | real tokens/s | padding share |\n|---|---|---|")
-        for n, t in totals.items():
-            print(f"| {n} | {rate[n]:.0f} | {1 - t['tokens'] / t['padded']:.1%} |")
+            row += f" {t['peak'] / 2**30:.1f} GiB | {tf:.0f} | {tf / args.peak_tflops:.1%} |"
+        print(row)
     print(f"\nthroughput ratio ours/naive: {rate['ours'] / rate['naive']:.2f}x")
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
