@@ -17,7 +17,9 @@ forward passes in bf16 autocast, as the CPU recipe trains where the CPU has
 bf16 instructions; without it both run in fp32.
 
 --bf16 stores the frozen weights in bf16 and runs both sides in bf16 autocast
-(LoRA weights and AdamW stay fp32), and --gradient-checkpointing recomputes
+(LoRA weights and AdamW stay fp32); --bf16-adapters also stores the trained
+weights in bf16 and keeps fp32 master copies for AdamW, as DeepSpeed's bf16
+mode does; --gradient-checkpointing recomputes
 each layer in the backward pass, as the GPU recipe does.  On a GPU (the model
 moves there when one is present) the table adds peak memory and MFU: the FLOPs
 the loss needs (LLM forward and the backward to its activations per real
@@ -47,6 +49,28 @@ from llava.train.args import parse_args  # noqa: E402
 from llava.train.loss import answer_positions_loss  # noqa: E402
 from llava.train.model_setup import configure_trainable, load_model  # noqa: E402
 from llava.train.train import make_dataset  # noqa: E402
+
+
+class MasterAdamW:
+    """AdamW on fp32 master copies of bf16 parameters: grads are copied up, the step runs
+    in fp32, the result is copied back down (DeepSpeed's bf16 optimizer, without its sharding)."""
+
+    def __init__(self, params, lr: float):
+        self.params = list(params)
+        self.master = [p.detach().float().clone().requires_grad_(True) for p in self.params]
+        self.inner = torch.optim.AdamW(self.master, lr=lr)
+
+    def step(self) -> None:
+        for p, m in zip(self.params, self.master):
+            m.grad = None if p.grad is None else p.grad.float()
+        self.inner.step()
+        with torch.no_grad():
+            for p, m in zip(self.params, self.master):
+                p.copy_(m)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.params:
+            p.grad = None
 
 
 def measure(model, loader, steps: int, warmup: int, step_fn, optimizer, autocast, flops_of) -> dict:
@@ -117,7 +141,13 @@ def main(argv=None) -> None:
     ap.add_argument("--cpu-bf16", action="store_true",
                     help="both sides' forward in bf16 autocast on CPU, as the CPU recipe trains (--cpu_bf16 auto)")
     ap.add_argument("--bf16", action="store_true", help="frozen weights stored in bf16 and bf16 autocast (the GPU recipe)")
+    ap.add_argument("--bf16-adapters", action="store_true",
+                    help="with --bf16: the trained weights in bf16 too, fp32 master copies in AdamW (DeepSpeed's bf16)")
     ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile each decoder layer of the LLM (dynamic shapes), both methods")
+    ap.add_argument("--warmup-rounds", type=int, default=0,
+                    help="untimed rounds first (1 with --compile: each method compiles its own graphs)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="afterwards, profile N steps of ours and print the 20 costliest kernels")
     ap.add_argument("--peak-tflops", type=float, default=989.0,
@@ -136,18 +166,24 @@ def main(argv=None) -> None:
         model = configure_trainable(model, model_args, training_args)
         dataset = make_dataset(args.data, data_args, training_args, model_args, processor, model.config)
     cuda = torch.cuda.is_available()
+    if args.bf16_adapters and not args.bf16:
+        ap.error("--bf16-adapters needs --bf16")
     if args.bf16:
         for p in model.parameters():
-            if not p.requires_grad:
+            if args.bf16_adapters or not p.requires_grad:
                 p.data = p.data.to(torch.bfloat16)
     if cuda:
         model.to("cuda")
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if args.compile:
+        for layer in model.get_base_model().model.language_model.layers:
+            layer.compile(dynamic=True)
     model.train()
     device = next(model.parameters()).device
     flops_of = flop_counter(model)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    optimizer = MasterAdamW(trained, lr=1e-5) if args.bf16_adapters else torch.optim.AdamW(trained, lr=1e-5)
     collate = DataCollator(pad_token_id=processor.tokenizer.pad_token_id)
 
     def to_device(fn):
@@ -166,12 +202,15 @@ def main(argv=None) -> None:
     bf16 = args.cpu_bf16 or args.bf16
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext)
     totals = {name: {"tokens": 0, "padded": 0, "seconds": 0.0, "flops": 0.0, "peak": 0} for name in methods}
-    for r in range(args.rounds):
+    for r in range(-args.warmup_rounds, args.rounds):
         for name, (loader, step_fn) in methods.items():
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            res = measure(model, loader, args.steps, warmup=1 if r == 0 else 0, step_fn=step_fn,
+            res = measure(model, loader, args.steps, warmup=1 if r == -args.warmup_rounds else 0, step_fn=step_fn,
                           optimizer=optimizer, autocast=autocast, flops_of=flops_of)
+            if r < 0:
+                print(f"warm-up round {name}: {res['tokens'] / res['seconds']:.0f} tokens/s (not counted)", flush=True)
+                continue
             for k in res:
                 totals[name][k] += res[k]
             if cuda:
@@ -182,7 +221,9 @@ def main(argv=None) -> None:
     where = torch.cuda.get_device_name() if cuda else "CPU"
     print(f"\nmodel {args.model}, data {args.data}, batch {args.batch_size}, LoRA r{args.lora_r}, "
           f"{args.rounds}x{args.steps} steps each, {where}{', bf16' if bf16 else ', fp32'}"
-          f"{', gradient checkpointing' if args.gradient_checkpointing else ''}")
+          f"{', bf16 adapters' if args.bf16_adapters else ''}"
+          f"{', gradient checkpointing' if args.gradient_checkpointing else ''}"
+          f"{', compiled layers' if args.compile else ''}")
     gpu_columns = " peak GPU memory | model TFLOP/s | MFU |" if cuda else ""
     print(f"| method | real tokens/s | padding share |{gpu_columns}\n" + "|---" * (3 + 3 * cuda) + "|")
     for n, t in totals.items():

@@ -138,12 +138,32 @@ def configure_trainable(model, model_args, training_args):
     if training_args.gradient_checkpointing:
         # Frozen embeddings would cut the graph at the first checkpointed layer.
         model.enable_input_require_grads()
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    _match_zero3_dtype(model, training_args)
+    trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+    total = sum(_numel(p) for p in model.parameters())
     if trainable == 0:
         raise SystemExit("train.py: nothing to train with these flags")
     log.info("trainable parameters: %s of %s (%.2f%%)", f"{trainable:,}", f"{total:,}", 100 * trainable / total)
     return model
+
+
+def _numel(p) -> int:
+    return getattr(p, "ds_numel", p.numel())  # a ZeRO-3 partitioned weight is empty here
+
+
+def _match_zero3_dtype(model, training_args) -> None:
+    """Under ZeRO-3 the loaded weights are partitioned in the run's dtype as they load
+    (transformers builds the model inside deepspeed.zero.Init); weights made afterwards, LoRA's,
+    are fp32, and DeepSpeed's stage-3 optimizer takes one dtype only (it keeps fp32 master copies
+    itself).  Seen on a GPU with --bf16: an AssertionError in its defragment()."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    dtype = _compute_dtype(training_args)
+    if training_args.bits != 16 or dtype == torch.float32 or not is_deepspeed_zero3_enabled():
+        return
+    for p in model.parameters():
+        if not hasattr(p, "ds_id") and p.dtype.is_floating_point and p.dtype != dtype:
+            p.data = p.data.to(dtype)
 
 
 def _set(model, pick, value: bool) -> None:
