@@ -3,4 +3,5 @@
 # ZeRO-2 by default: ZeRO-3 cannot partition 4-bit weights.  Same flags and defaults otherwise.
 set -euo pipefail
 export ZERO=${ZERO:-scripts/zero2.json}
-exec bash "$(dirname "$0")/finetune_task_lora.sh" --bits 4 --output_dir checkpoints/llava-smol-task-qlora "$@"
+# fp32 LoRA weights on a CPU: the LoRA script's CPU bf16 weights are measured for 16-bit bases only.
+CPU_BF16_WEIGHTS=0 exec bash "$(dirname "$0")/finetune_task_lora.sh" --bits 4 --output_dir checkpoints/llava-smol-task-qlora "$@"

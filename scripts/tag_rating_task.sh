@@ -47,7 +47,8 @@ rate "$BASE" base
 echo "== 3/5 LoRA fine-tune on the rating conversations ($STEPS steps) -> $LORA"
 if [ -f "$LORA/adapter_config.json" ]; then echo "   (exists)"; else
   t0=$(date +%s)
-  bash scripts/finetune_task_lora.sh --model_name_or_path "$BASE" --data_path "$DATA/train/conversations.json" \
+  # CPU_BF16_WEIGHTS=0: the recipe as measured in docs/ (fp32 weights under CPU bf16 autocast).
+  CPU_BF16_WEIGHTS=0 bash scripts/finetune_task_lora.sh --model_name_or_path "$BASE" --data_path "$DATA/train/conversations.json" \
     --image_folder "$DATA/images" --output_dir "$LORA" --max_steps "$STEPS"
   echo "$(( $(date +%s) - t0 ))" > "$LORA/wall_seconds.txt"
 fi

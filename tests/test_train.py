@@ -40,9 +40,12 @@ def free_port() -> int:
 
 
 def launch(script: str, out: Path, model: Path, task: dict, *flags: str, procs: int = 1, zero: str | None = None,
-           check: bool = True, data: Path | None = None, port: int | None = None) -> subprocess.CompletedProcess:
+           check: bool = True, data: Path | None = None, port: int | None = None,
+           cpu_bf16_weights: bool = False) -> subprocess.CompletedProcess:
+    """cpu_bf16_weights=False pins fp32 weights (CPU_BF16_WEIGHTS=0), so runs compare exactly;
+    True leaves the script its own choice (bf16 weights where the CPU has bf16 instructions)."""
     env = {**os.environ, "PYTHON": sys.executable, "NUM_PROCS": str(procs), "MASTER_PORT": str(port or free_port()),
-           "HF_HUB_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1", "CPU_BF16_WEIGHTS": "1" if cpu_bf16_weights else "0"}
     if zero:
         env["ZERO"] = f"scripts/{zero}.json"
     cmd = ["bash", f"scripts/{script}", "--model_name_or_path", str(model), "--data_path",
@@ -63,21 +66,30 @@ def first_step(out: Path) -> dict:
     return next(r for r in losses(out) if r["step"] == 1)
 
 
-# ZeRO-2 in fp32 is the CPU recipe; ZeRO-3 runs in bf16 as the GPU recipe does, where the weights
-# loaded inside zero.Init and the LoRA weights made after it must reach DeepSpeed in one dtype.
-@pytest.mark.parametrize("zero,dtype", [("zero2", "fp32"), ("zero3", "bf16")])
-def test_lora_script_trains_and_saves_a_loadable_adapter(tmp_path, tiny_hf, tiny_task, zero, dtype):
+# ZeRO-2 with the script's own dtype is the CPU recipe (bf16 weights where the CPU has bf16
+# instructions); ZeRO-3 runs in bf16 as the GPU recipe does, where the weights loaded inside
+# zero.Init and the LoRA weights made after it must reach DeepSpeed in one dtype.
+@pytest.mark.parametrize("zero", ["zero2", "zero3"])
+def test_lora_script_trains_and_saves_a_loadable_adapter(tmp_path, tiny_hf, tiny_task, zero):
     from llava.model.builder import load_pretrained_model
 
     out = tmp_path / "lora"
     launch("finetune_task_lora.sh", out, tiny_hf, tiny_task, "--max_steps", "3",
-           *(["--bf16", "True", "--use_cpu", "True"] if dtype == "bf16" else []), zero=zero)
+           *(["--bf16", "True", "--use_cpu", "True"] if zero == "zero3" else []), zero=zero,
+           cpu_bf16_weights=zero == "zero2")
     rows = losses(out)
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert all(r["loss"] > 0 for r in rows)
     for name in ("adapter_config.json", "adapter_model.safetensors", "non_lora_trainables.safetensors",
                  "config.json", "loss_curve.png", "tokenizer_config.json"):
         assert (out / name).exists(), name
+    from safetensors import safe_open
+
+    from llava.model.builder import cpu_has_native_bf16
+
+    with safe_open(out / "adapter_model.safetensors", "pt") as f:
+        saved = {f.get_tensor(k).dtype for k in f.keys()}
+    assert saved == {torch.bfloat16 if zero == "zero3" or cpu_has_native_bf16() else torch.float32}
     adapter = json.loads((out / "adapter_config.json").read_text())
     targets = adapter["target_modules"]
     targets = targets if isinstance(targets, str) else "|".join(targets)
