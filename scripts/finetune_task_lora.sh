@@ -24,7 +24,7 @@ else
   # the optimizer) instead of fp32 weights under autocast: the sample task's epoch took 782 s against
   # 917 s, held-out accuracy 0.918 against 0.920 (docs/training.md).  --bf16 False or CPU_BF16_WEIGHTS=0
   # keeps fp32 weights (bf16 autocast still, --cpu_bf16 auto); the other task scripts and QLoRA set the latter.
-  if [ "${CPU_BF16_WEIGHTS:-1}" = 1 ] && "$PYTHON" -c "import sys, torch; sys.exit(0 if torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported() else 1)"; then
+  if [ "${CPU_BF16_WEIGHTS:-1}" = 1 ] && "$PYTHON" -c "import sys; from llava.model.cpu_features import cpu_has_native_bf16 as f; sys.exit(0 if f() else 1)"; then
     RECIPE+=(--bf16 True --use_cpu True)
   fi
 fi

@@ -85,7 +85,7 @@ def test_lora_script_trains_and_saves_a_loadable_adapter(tmp_path, tiny_hf, tiny
         assert (out / name).exists(), name
     from safetensors import safe_open
 
-    from llava.model.builder import cpu_has_native_bf16
+    from llava.model.cpu_features import cpu_has_native_bf16
 
     with safe_open(out / "adapter_model.safetensors", "pt") as f:
         saved = {f.get_tensor(k).dtype for k in f.keys()}

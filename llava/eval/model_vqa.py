@@ -152,7 +152,7 @@ def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: 
 
     bf16 = getattr(args, "cpu_bf16", False) and loaded.model.device.type == "cpu"
     if bf16:
-        from llava.model.builder import cpu_has_native_bf16
+        from llava.model.cpu_features import cpu_has_native_bf16
 
         if not cpu_has_native_bf16():
             log.warning("--cpu-bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX); expect it slower")

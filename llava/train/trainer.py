@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import Trainer
 
-from llava.model.builder import cpu_has_native_bf16
+from llava.model.cpu_features import cpu_has_native_bf16
 from llava.model.lora import save_lora
 from llava.model.processor import save_processor
 from llava.train.loss import answer_positions_loss
