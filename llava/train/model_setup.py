@@ -23,6 +23,7 @@ import torch
 
 from llava.conversation import get_template
 from llava.model.builder import attention_implementation, load_pretrained_model
+from llava.model.cpu_attention import register_cpu_sdpa_fp32
 from llava.model.compose import ComposeOptions, compose_from_pretrained
 from llava.model.lora import language_model_linear_names, llm_target_regex, load_non_lora_into, to_hf_name
 from llava.model.projector import projector_type_of
@@ -44,6 +45,9 @@ def load_model(model_args, data_args, training_args):
     get_template(model_args.version)
     device = training_device(training_args)
     attn = attention_implementation(device)
+    if device == "cpu":
+        # bf16 training on a CPU: attention in fp32 is faster there (llava/model/cpu_attention.py).
+        attn = register_cpu_sdpa_fp32()
     if model_args.vision_tower:
         options = ComposeOptions(
             projector_type=model_args.mm_projector_type,
