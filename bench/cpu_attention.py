@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,11 +27,9 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from llava.data.collate import DataCollator  # noqa: E402
 from llava.data.sampler import LengthGroupedSampler  # noqa: E402
+from bench.train_throughput import add_sample_task_args, lora_model_and_data  # noqa: E402
 from llava.model.cpu_attention import register_cpu_sdpa_fp32  # noqa: E402
-from llava.train.args import parse_args  # noqa: E402
 from llava.train.loss import answer_positions_loss  # noqa: E402
-from llava.train.model_setup import configure_trainable, load_model  # noqa: E402
-from llava.train.train import make_dataset  # noqa: E402
 
 
 def kernel_ms(upcast: bool, masked: bool, reps: int = 10) -> float:
@@ -58,10 +55,7 @@ def kernel_ms(upcast: bool, masked: bool, reps: int = 10) -> float:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="checkpoints/llava-smol-base")
-    ap.add_argument("--data", default="playground/data/sample_task_llava/train.json")
-    ap.add_argument("--image-folder", default="playground/data/sample_task/images")
-    ap.add_argument("--batch-size", type=int, default=16)
+    add_sample_task_args(ap)
     ap.add_argument("--steps", type=int, default=4, help="timed steps per round")
     ap.add_argument("--rounds", type=int, default=2, help="rounds per implementation")
     args = ap.parse_args(argv)
@@ -70,14 +64,7 @@ def main(argv=None) -> None:
     for masked in (False, True):
         print(f"| {'explicit mask' if masked else 'causal flag'} | {kernel_ms(False, masked):.1f} ms "
               f"| {kernel_ms(True, masked):.1f} ms |", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        model_args, data_args, training_args = parse_args([
-            "--model_name_or_path", args.model, "--data_path", args.data, "--image_folder", args.image_folder,
-            "--output_dir", tmp, "--lora_enable", "True", "--lora_r", "32", "--lora_alpha", "64",
-            "--lora_dropout", "0", "--report_to", "none", "--use_cpu", "True"])
-        model, processor = load_model(model_args, data_args, training_args)
-        model = configure_trainable(model, model_args, training_args)
-        dataset = make_dataset(args.data, data_args, training_args, model_args, processor, model.config)
+    model, processor, dataset = lora_model_and_data(args, lora_r=32, use_cpu=True)
     model.to(torch.bfloat16).train()
     trained = [p for p in model.parameters() if p.requires_grad]
     lm_head = model.get_base_model().get_output_embeddings()

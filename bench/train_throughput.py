@@ -124,16 +124,35 @@ def flop_counter(model):
     return flops
 
 
+def add_sample_task_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--model", default="checkpoints/llava-smol-base")
+    ap.add_argument("--data", default="playground/data/sample_task_llava/train.json")
+    ap.add_argument("--image-folder", default="playground/data/sample_task/images")
+    ap.add_argument("--batch-size", type=int, default=16)
+
+
+def lora_model_and_data(args, lora_r: int, use_cpu: bool, gradient_checkpointing: bool = False):
+    """(model with LoRA r lora_r on every LLM linear layer, alpha 2r, no dropout; processor; dataset),
+    loaded by train.py's own code from the flags of add_sample_task_args."""
+    with tempfile.TemporaryDirectory() as tmp:
+        model_args, data_args, training_args = parse_args([
+            "--model_name_or_path", args.model, "--data_path", args.data, "--image_folder", args.image_folder,
+            "--output_dir", tmp, "--lora_enable", "True", "--lora_r", str(lora_r), "--lora_alpha", str(2 * lora_r),
+            "--lora_dropout", "0", "--report_to", "none", "--use_cpu", str(use_cpu),
+            "--gradient_checkpointing", str(gradient_checkpointing)])
+        model, processor = load_model(model_args, data_args, training_args)
+        model = configure_trainable(model, model_args, training_args)
+        dataset = make_dataset(args.data, data_args, training_args, model_args, processor, model.config)
+    return model, processor, dataset
+
+
 def full_loss(model, batch):
     return model(**batch).loss
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="checkpoints/llava-smol-base")
-    ap.add_argument("--data", default="playground/data/sample_task_llava/train.json")
-    ap.add_argument("--image-folder", default="playground/data/sample_task/images")
-    ap.add_argument("--batch-size", type=int, default=16)
+    add_sample_task_args(ap)
     ap.add_argument("--steps", type=int, default=10, help="timed steps per round and method")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--lora-r", type=int, default=32, help="the CPU recipe's rank")
@@ -155,16 +174,8 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     torch.manual_seed(args.seed)
 
-    with tempfile.TemporaryDirectory() as tmp:
-        model_args, data_args, training_args = parse_args([
-            "--model_name_or_path", args.model, "--data_path", args.data, "--image_folder", args.image_folder,
-            "--output_dir", tmp, "--lora_enable", "True", "--lora_r", str(args.lora_r),
-            "--lora_alpha", str(2 * args.lora_r), "--lora_dropout", "0", "--report_to", "none",
-            "--use_cpu", str(not torch.cuda.is_available()),
-            "--gradient_checkpointing", str(args.gradient_checkpointing)])
-        model, processor = load_model(model_args, data_args, training_args)
-        model = configure_trainable(model, model_args, training_args)
-        dataset = make_dataset(args.data, data_args, training_args, model_args, processor, model.config)
+    model, processor, dataset = lora_model_and_data(args, args.lora_r, use_cpu=not torch.cuda.is_available(),
+                                                    gradient_checkpointing=args.gradient_checkpointing)
     cuda = torch.cuda.is_available()
     if args.bf16_adapters and not args.bf16:
         ap.error("--bf16-adapters needs --bf16")
