@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
+from bench.train_throughput import add_sample_task_args, lora_model_and_data  # noqa: E402
 from llava.data.collate import DataCollator  # noqa: E402
 from llava.data.sampler import LengthGroupedSampler  # noqa: E402
-from bench.train_throughput import add_sample_task_args, lora_model_and_data  # noqa: E402
 from llava.model.cpu_attention import register_cpu_sdpa_fp32  # noqa: E402
 from llava.train.loss import answer_positions_loss  # noqa: E402
 

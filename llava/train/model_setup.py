@@ -44,10 +44,8 @@ def load_model(model_args, data_args, training_args):
     """(model, processor) in full precision (or 4/8-bit for QLoRA), before any freezing."""
     get_template(model_args.version)
     device = training_device(training_args)
-    attn = attention_implementation(device)
-    if device == "cpu":
-        # bf16 training on a CPU: attention in fp32 is faster there (llava/model/cpu_attention.py).
-        attn = register_cpu_sdpa_fp32()
+    # Training on a CPU: attention in fp32 around bf16 layers is faster there (llava/model/cpu_attention.py).
+    attn = register_cpu_sdpa_fp32() if device == "cpu" else attention_implementation(device)
     if model_args.vision_tower:
         options = ComposeOptions(
             projector_type=model_args.mm_projector_type,
