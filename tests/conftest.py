@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -105,3 +107,76 @@ def tiny_clip(tmp_path_factory):
     (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {
         "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]}}))
     return d
+
+
+# --- Bad input (docs/reliability.md) -------------------------------------------------------------
+# Every test of a refused or survived bad input carries the `bad_input` marker, one case per kind of
+# bad input, so `pytest -m bad_input --collect-only -q` counts the kinds the suite covers.
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "bad_input: a test of one kind of bad input (docs/reliability.md)")
+
+
+class CommandResult:
+    def __init__(self, code: int, out: str, err: str):
+        self.code, self.out, self.err = code, out, err
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+    def __repr__(self):
+        return f"CommandResult(code={self.code}, out={self.out[-800:]!r}, err={self.err[-800:]!r})"
+
+
+@pytest.fixture
+def run_main(capsys):
+    """Run an entry point's `main(argv)` in this process as a user's shell would, and return its exit
+    code and output.  An exception other than SystemExit (which a real run prints as a traceback)
+    fails the test, and so does a traceback in what it printed (e.g. a logged exc_info): bad input
+    must get a message, never a traceback.  Cheaper than a subprocess per case (no torch import)."""
+
+    def run(main, argv, expect_code=None) -> CommandResult:
+        capsys.readouterr()
+        code = 0
+        try:
+            ret = main([str(a) for a in argv])
+            code = ret if isinstance(ret, int) else 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            if isinstance(exc.code, str):
+                print(exc.code, file=sys.stderr)  # what the interpreter prints for SystemExit("message")
+        except BaseException as exc:  # noqa: BLE001 - a traceback for the user
+            import traceback
+
+            pytest.fail(f"{getattr(main, '__module__', main)} {argv}: would print a traceback:\n"
+                        + "".join(traceback.format_exception(exc)))
+        out, err = capsys.readouterr()
+        result = CommandResult(code, out, err)
+        assert "Traceback (most recent call last)" not in result.text, result
+        if expect_code is not None:
+            assert code == expect_code, result
+        return result
+
+    return run
+
+
+@pytest.fixture
+def run_process():
+    """Run a command as a separate process (for what needs one: stdin bytes, signals, shell scripts)
+    and return its CommandResult; a traceback in its output fails the test."""
+    import subprocess
+
+    def run(cmd, expect_code=None, timeout=300, **kwargs) -> CommandResult:
+        kwargs.setdefault("env", {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])})
+        p = subprocess.run([str(c) for c in cmd], capture_output=True, timeout=timeout, **kwargs)
+        result = CommandResult(p.returncode, p.stdout.decode("utf-8", "replace"),
+                               p.stderr.decode("utf-8", "replace"))
+        assert "Traceback (most recent call last)" not in result.text, result
+        if expect_code is not None:
+            assert p.returncode == expect_code, result
+        return result
+
+    return run
