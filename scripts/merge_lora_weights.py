@@ -34,6 +34,7 @@ def main(argv=None) -> None:
     from llava.model.builder import load_pretrained_model
     from llava.model.lora import AdapterMismatch, is_lora_dir
     from llava.model.processor import save_processor
+    from llava.staged_dir import staged_dir
 
     if not is_lora_dir(args.model_path):
         raise SystemExit(f"{args.model_path}: no adapter_config.json; not a LoRA output directory")
@@ -46,8 +47,10 @@ def main(argv=None) -> None:
     model = loaded.model.to(DTYPES[args.dtype])
     model.config.use_cache = True
     out = Path(args.save_model_path)
-    model.save_pretrained(out)
-    save_processor(loaded.processor, out)
+    # Staged: a merge killed while saving leaves no folder that looks like a finished model.
+    with staged_dir(out, f"scripts/merge_lora_weights.py {args.model_path} + {args.model_base} dtype={args.dtype}") as tmp:
+        model.save_pretrained(tmp)
+        save_processor(loaded.processor, tmp)
     print(f"merged {args.model_path} into {args.model_base or 'its base'} -> {out}")
 
 

@@ -50,6 +50,7 @@ def main(argv=None) -> dict:
     args, generation = ap.parse_known_args(argv)  # the rest goes to model_vqa: --num-beams, --max-new-tokens, ...
     from llava.eval.evaluate import evaluate, read_annotations, read_answers
     from llava.eval.model_vqa import main as model_vqa
+    from llava.staged_dir import staged_dir
 
     run_dir = Path(args.run_dir)
     key = args.key or DEFAULT_KEY[args.metric]
@@ -77,10 +78,10 @@ def main(argv=None) -> dict:
     out = Path(args.output_dir) if args.output_dir else run_dir / "best"
     if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for f in Path(best["path"]).iterdir():
-        if f.is_file() and MODEL_FILES.match(f.name) and f.name not in ("trainer_state.json", "latest"):
-            shutil.copy2(f, out / f.name)
+    with staged_dir(out, f"scripts/select_checkpoint.py best={best['checkpoint']}") as tmp:  # whole or absent
+        for f in Path(best["path"]).iterdir():
+            if f.is_file() and MODEL_FILES.match(f.name) and f.name not in ("trainer_state.json", "latest"):
+                shutil.copy2(f, tmp / f.name)
     summary = {"key": key, "best": best["checkpoint"], "best_dir": str(out), "checkpoints": results}
     (run_dir / "checkpoint_scores.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(f"best by {key}: {best['checkpoint']} ({best[key]}) -> {out}")

@@ -50,7 +50,7 @@ def test_same_seed_gives_identical_files_and_other_seed_differs(tmp_path, task):
 
 def test_layout_header_and_counts(task):
     out = task["output_dir"]
-    assert sorted(p.name for p in out.iterdir()) == ["README.txt", "images", "test.csv", "train.csv"]
+    assert sorted(p.name for p in out.iterdir()) == [".complete", "README.txt", "images", "test.csv", "train.csv"]
     for name in ("train.csv", "test.csv"):
         assert (out / name).read_text(encoding="utf-8").splitlines()[0] == ",".join(CSV_COLUMNS)
     train, test = read_rows(task["train_csv"]), read_rows(task["test_csv"])

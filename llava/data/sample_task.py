@@ -37,6 +37,8 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
+from llava.staged_dir import staged_output
+
 IMAGE_TEMPLATE = "SYN_{image_id:012d}.jpg"
 CSV_COLUMNS = ["image_id", "question", "question_id", "answer", "category"]
 CATEGORIES = ["color", "shape", "count", "position", "yes_no"]
@@ -256,6 +258,7 @@ def _write_csv(path: Path, plans: list[ImagePlan], first_qid: int) -> tuple[int,
     return rows, questions
 
 
+@staged_output("llava.data.sample_task")
 def make_sample_task(
     output_dir: str | Path,
     num_train_images: int = 2000,

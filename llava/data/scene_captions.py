@@ -32,6 +32,7 @@ import random
 from pathlib import Path
 
 from llava.data.sample_task import COLORS, NUMBER_WORDS, PLURALS, SHAPES, draw_scene, plan_task
+from llava.staged_dir import staged_output
 
 INSTRUCTIONS = [
     "Describe the image.",
@@ -84,6 +85,7 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
+@staged_output("llava.data.scene_captions")
 def make_scene_captions(output_dir: str | Path, num_images: int = 4000, seed: int = 1,
                         image_size: tuple[int, int] = (96, 72)) -> dict:
     out = Path(output_dir)

@@ -36,6 +36,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 from llava.model.compose import ComposeOptions, compose_from_pretrained
 from llava.model.convert import save_original
 from llava.model.processor import CLIP_MEAN, CLIP_STD, load_tokenizer, save_processor
+from llava.staged_dir import is_complete, staged_dir
 
 PRESETS = {
     # For tests: every forward pass in milliseconds.
@@ -140,20 +141,25 @@ def build(
     parts = Path(parts_dir) if parts_dir else out.with_name(out.name + "-parts")
     spec = PRESETS[preset] if isinstance(preset, str) else preset  # a dict: sizes of your own
     tower_dir, llm_dir = parts / "vision_tower", parts / "llm"
-    if not (tower_dir / "config.json").exists():
-        write_vision_tower(tower_dir, spec, seed)
-    if not (llm_dir / "config.json").exists():
-        write_llm(llm_dir, spec, seed + 1)
+    name = preset if isinstance(preset, str) else "custom"
+    # Each folder is staged (llava.staged_dir): a killed build leaves nothing that looks finished.
+    if not is_complete(tower_dir):
+        with staged_dir(tower_dir, f"llava.model.tiny vision tower preset={name} seed={seed}") as tmp:
+            write_vision_tower(tmp, spec, seed)
+    if not is_complete(llm_dir):
+        with staged_dir(llm_dir, f"llava.model.tiny llm preset={name} seed={seed + 1}") as tmp:
+            write_llm(tmp, spec, seed + 1)
     model, processor = compose_from_pretrained(tower_dir, llm_dir, options, seed=seed + 2)
-    if layout == "hf":
-        model.save_pretrained(out)
-        save_processor(processor, out)
-    else:
-        sp = llm_dir / "tokenizer.model"
-        save_original(
-            model, processor, out, os.path.relpath(tower_dir, out), include_vision_tower=store_vision_tower,
-            shards=shards, dtype=original_dtype, sentencepiece_model=sp if sp.exists() else None,
-        )
+    with staged_dir(out, f"llava.model.tiny preset={name} layout={layout} seed={seed}") as tmp:
+        if layout == "hf":
+            model.save_pretrained(tmp)
+            save_processor(processor, tmp)
+        else:  # tmp is out's sibling: the relative path to the tower is the same from either
+            sp = llm_dir / "tokenizer.model"
+            save_original(
+                model, processor, tmp, os.path.relpath(tower_dir, out), include_vision_tower=store_vision_tower,
+                shards=shards, dtype=original_dtype, sentencepiece_model=sp if sp.exists() else None,
+            )
     return out
 
 

@@ -39,6 +39,7 @@ from transformers import CLIPVisionModel
 
 from llava.data.sample_task import COLORS, SHAPES, draw_scene, plan_task
 from llava.model.processor import image_processor_from_dir
+from llava.staged_dir import staged_dir
 
 log = logging.getLogger(__name__)
 
@@ -151,13 +152,13 @@ def pretrain_tower(tower_dir: str | Path, output_dir: str | Path, steps: int = 6
                      step, steps, loss.item(), *(acc[h] for h in HEADS), time.time() - start)
     tower.eval()
     result = {**evaluate(tower, probe, held_out, layer), "steps": steps, "seconds": round(time.time() - start, 1)}
-    out = Path(output_dir)
-    tower.save_pretrained(out)
-    for name in ("preprocessor_config.json",):
-        src = Path(tower_dir) / name
-        if src.exists():
-            (out / name).write_bytes(src.read_bytes())
-    (out / "tower_pretrain.json").write_text(json.dumps(result, indent=2))
+    with staged_dir(output_dir, f"llava.model.tower_pretrain steps={steps} seed={seed} pool={pool}") as out:
+        tower.save_pretrained(out)
+        for name in ("preprocessor_config.json",):
+            src = Path(tower_dir) / name
+            if src.exists():
+                (out / name).write_bytes(src.read_bytes())
+        (out / "tower_pretrain.json").write_text(json.dumps(result, indent=2))
     return result
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from llava.data.outputs import json_list_text, jsonl_text, write_atomically
 from llava.data.sample_task import draw_scene, plan_task
+from llava.staged_dir import staged_output
 
 CAPTION_PROMPT = "Provide a one-sentence caption for the provided image."  # LLaVA-1.5's COCO caption prompt
 
@@ -47,6 +48,7 @@ def references(objects) -> list[str]:
     return [house_caption(objects), f"{n} shape{'s' if n != 1 else ''}: {reverse}.", f"Shapes: {short}."]
 
 
+@staged_output("llava.tasks.caption_data")
 def make_caption_task(output_dir: str | Path, num_train_images: int = 1500, num_test_images: int = 150,
                       num_val_images: int = 60, seed: int = 11, image_size: tuple[int, int] = (96, 72)) -> dict:
     out = Path(output_dir)

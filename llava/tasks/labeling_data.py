@@ -31,6 +31,7 @@ from pathlib import Path
 from llava.data.outputs import json_list_text, write_atomically
 from llava.data.sample_task import draw_scene, plan_task
 from llava.tasks.caption_data import house_caption
+from llava.staged_dir import staged_output
 
 CATEGORIES = ["one shape", "two shapes", "three shapes", "four shapes"]
 
@@ -46,6 +47,7 @@ def _write_truth(path: Path, rows: list[dict]) -> None:
         w.writerows(rows)
 
 
+@staged_output("llava.tasks.labeling_data sample")
 def make_labeling_task(output_dir: str | Path, num_train: int = 1200, num_test: int = 120, num_queries: int = 40,
                        seed: int = 23, image_size: tuple[int, int] = (96, 72)) -> dict:
     from llava.tasks.labeling import DESCRIBE, category_question

@@ -32,6 +32,7 @@ from llava.data.sample_task import COLORS, NUMBER_WORDS, PLURALS, SHAPES, draw_s
 from llava.data.tables import TableError, is_missing, open_table
 from llava.eval.rating_metrics import MAX_SCORE, MIN_SCORE, as_score
 from llava.tasks.rating_prompt import format_answer, rating_prompt
+from llava.staged_dir import staged_output
 
 TAG_KINDS = ("object", "color", "shape", "count")
 
@@ -129,6 +130,7 @@ def choose_ratings(rng: random.Random, candidates: list[Rating], k: int) -> list
     return chosen
 
 
+@staged_output("llava.tasks.rating_data sample")
 def make_sample(output_dir: str | Path, num_train_images: int = 1200, num_test_images: int = 150, seed: int = 7,
                 tags_per_image: int = 3, image_size: tuple[int, int] = (96, 72)) -> dict:
     """Images plus train.jsonl / test.jsonl rows, then `convert` of each into train/ and test/."""
