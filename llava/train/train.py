@@ -52,8 +52,14 @@ def make_dataset(path: str, data_args, training_args, model_args, processor, mod
 
 
 def last_checkpoint(output_dir: str) -> str | None:
-    ckpts = sorted(Path(output_dir).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+    """The newest complete checkpoint-N.  The Trainer writes trainer_state.json last, so a checkpoint
+    without it was cut off while saving (a killed run): skip it and resume from the one before."""
+    ckpts = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    for ckpt in sorted(ckpts, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if (ckpt / "trainer_state.json").is_file():
+            return str(ckpt)
+        log.warning("%s was cut off while saving (no trainer_state.json): not resuming from it", ckpt)
+    return None
 
 
 def train(argv: list[str] | None = None) -> LLaVATrainer:
