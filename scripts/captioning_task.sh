@@ -10,9 +10,10 @@
 # Environment: BASE (default checkpoints/llava-smol-base), STEPS (LoRA steps, 120), SAVE (checkpoint
 # every N steps, 40), TOWER (True: train the vision tower too, lr 2e-5), PYTHON.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
-export PYTHON=$PY HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+source "$(dirname "$0")/_env.sh"
+source scripts/_steps.sh
+PY=$PYTHON
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 BASE=${BASE:-checkpoints/llava-smol-base}
 STEPS=${STEPS:-120}
 SAVE=${SAVE:-40}
@@ -32,7 +33,7 @@ for d in "$LORA" "$OUT"; do
   fi
 done
 echo "== 1/6 sample captioning task -> $DATA"
-[ -f "$DATA/train.json" ] && echo "   (exists)" || "$PY" -m llava.tasks.caption_data --output-dir "$DATA"
+if complete "$DATA"; then echo "   (exists)"; else clear_partial "$DATA"; "$PY" -m llava.tasks.caption_data --output-dir "$DATA"; fi
 
 caption() {  # caption MODEL NAME [model_vqa flags]
   local model=$1 name=$2; shift 2
@@ -46,7 +47,7 @@ echo "== 2/6 the base before fine-tuning -> $OUT/base.jsonl"
 caption "$BASE" base
 
 echo "== 3/6 LoRA fine-tune on the captions ($STEPS steps, a checkpoint every $SAVE) -> $LORA"
-if [ -f "$LORA/adapter_config.json" ]; then echo "   (exists)"; else
+if complete "$LORA" || { [ -f "$LORA/wall_seconds.txt" ] && weights_whole "$LORA/adapter_model.safetensors"; }; then echo "   (exists)"; else
   t0=$(date +%s)
   EXTRA=()
   [ "${TOWER:-False}" = True ] && EXTRA=(--unfreeze_mm_vision_tower True --mm_vision_tower_lr 2e-5)
@@ -55,6 +56,7 @@ if [ -f "$LORA/adapter_config.json" ]; then echo "   (exists)"; else
     --image_folder "$DATA/images" --output_dir "$LORA" --max_steps "$STEPS" --save_steps "$SAVE" \
     --save_total_limit 10 "${EXTRA[@]}"
   echo "$(( $(date +%s) - t0 ))" > "$LORA/wall_seconds.txt"
+  mark_complete "$LORA" "scripts/finetune_task_lora.sh"
 fi
 
 echo "== 4/6 the best checkpoint by validation CIDEr-D -> $LORA/best"
@@ -64,8 +66,8 @@ echo "== 4/6 the best checkpoint by validation CIDEr-D -> $LORA/best"
     --annotation-file "$DATA/val_answers.jsonl" "${GEN[@]}"
 
 echo "== 5/6 merge the best -> $MERGED"
-[ -f "$MERGED/config.json" ] && echo "   (exists)" || \
-  "$PY" scripts/merge_lora_weights.py --model-path "$LORA/best" --model-base "$BASE" --save-model-path "$MERGED"
+if complete "$MERGED"; then echo "   (exists)"; else clear_partial "$MERGED"
+  "$PY" scripts/merge_lora_weights.py --model-path "$LORA/best" --model-base "$BASE" --save-model-path "$MERGED"; fi
 
 echo "== 6/6 the fine-tuned model -> $OUT/merged.jsonl"
 caption "$MERGED" merged

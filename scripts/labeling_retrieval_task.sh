@@ -6,9 +6,10 @@
 #
 # Environment: BASE (default checkpoints/llava-smol-base), STEPS (LoRA steps, 80), PYTHON.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
-export PYTHON=$PY HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+source "$(dirname "$0")/_env.sh"
+source scripts/_steps.sh
+PY=$PYTHON
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 BASE=${BASE:-checkpoints/llava-smol-base}
 STEPS=${STEPS:-80}
 DATA=playground/data/labeling
@@ -25,7 +26,7 @@ for d in "$LORA" "$OUT"; do
   fi
 done
 echo "== 1/4 sample labeling task -> $DATA"
-[ -f "$DATA/train.json" ] && echo "   (exists)" || "$PY" -m llava.tasks.labeling_data sample --output-dir "$DATA"
+if complete "$DATA"; then echo "   (exists)"; else clear_partial "$DATA"; "$PY" -m llava.tasks.labeling_data sample --output-dir "$DATA"; fi
 mkdir -p "$OUT"
 
 run() {  # run MODEL NAME: label, score, build the table, query it
@@ -44,15 +45,16 @@ echo "== 2/4 the base before fine-tuning"
 run "$BASE" base
 
 echo "== 3/4 LoRA fine-tune on the labeling conversations ($STEPS steps), merge -> $MERGED"
-if [ ! -f "$LORA/adapter_config.json" ]; then
+if ! { complete "$LORA" || { [ -f "$LORA/wall_seconds.txt" ] && weights_whole "$LORA/adapter_model.safetensors"; }; }; then
   t0=$(date +%s)
   # CPU_BF16_WEIGHTS=0: the recipe as measured in docs/ (fp32 weights under CPU bf16 autocast).
   CPU_BF16_WEIGHTS=0 bash scripts/finetune_task_lora.sh --model_name_or_path "$BASE" --data_path "$DATA/train.json" \
     --image_folder "$DATA/train_images" --output_dir "$LORA" --max_steps "$STEPS"
   echo "$(( $(date +%s) - t0 ))" > "$LORA/wall_seconds.txt"
+  mark_complete "$LORA" "scripts/finetune_task_lora.sh"
 fi
-[ -f "$MERGED/config.json" ] || "$PY" scripts/merge_lora_weights.py --model-path "$LORA" --model-base "$BASE" \
-  --save-model-path "$MERGED"
+complete "$MERGED" || { clear_partial "$MERGED"; "$PY" scripts/merge_lora_weights.py --model-path "$LORA" --model-base "$BASE" \
+  --save-model-path "$MERGED"; }
 
 echo "== 4/4 the fine-tuned model"
 run "$MERGED" merged

@@ -10,9 +10,10 @@
 # Environment: BASE (default checkpoints/llava-smol-base), STEPS (LoRA steps, default 100),
 # LIMIT (test pairs rated, default all 450), PYTHON.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-PY=${PYTHON:-python}
-export PYTHON=$PY HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+source "$(dirname "$0")/_env.sh"
+source scripts/_steps.sh
+PY=$PYTHON
+export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 BASE=${BASE:-checkpoints/llava-smol-base}
 STEPS=${STEPS:-100}
 DATA=playground/data/tag_rating
@@ -29,7 +30,7 @@ for d in "$LORA" "$OUT"; do
   fi
 done
 echo "== 1/5 sample rating task -> $DATA"
-[ -f "$DATA/train/conversations.json" ] && echo "   (exists)" || "$PY" -m llava.tasks.rating_data sample --output-dir "$DATA"
+if complete "$DATA"; then echo "   (exists)"; else clear_partial "$DATA"; "$PY" -m llava.tasks.rating_data sample --output-dir "$DATA"; fi
 PAIRS=$DATA/test/pairs.jsonl
 if [ -n "${LIMIT:-}" ]; then head -n "$LIMIT" "$DATA/test/pairs.jsonl" > "$DATA/test/pairs_$LIMIT.jsonl"; PAIRS=$DATA/test/pairs_$LIMIT.jsonl; fi
 mkdir -p "$OUT"
@@ -45,17 +46,18 @@ echo "== 2/5 the base before fine-tuning -> $OUT/base.jsonl"
 rate "$BASE" base
 
 echo "== 3/5 LoRA fine-tune on the rating conversations ($STEPS steps) -> $LORA"
-if [ -f "$LORA/adapter_config.json" ]; then echo "   (exists)"; else
+if complete "$LORA" || { [ -f "$LORA/wall_seconds.txt" ] && weights_whole "$LORA/adapter_model.safetensors"; }; then echo "   (exists)"; else
   t0=$(date +%s)
   # CPU_BF16_WEIGHTS=0: the recipe as measured in docs/ (fp32 weights under CPU bf16 autocast).
   CPU_BF16_WEIGHTS=0 bash scripts/finetune_task_lora.sh --model_name_or_path "$BASE" --data_path "$DATA/train/conversations.json" \
     --image_folder "$DATA/images" --output_dir "$LORA" --max_steps "$STEPS"
   echo "$(( $(date +%s) - t0 ))" > "$LORA/wall_seconds.txt"
+  mark_complete "$LORA" "scripts/finetune_task_lora.sh"
 fi
 
 echo "== 4/5 merge -> $MERGED"
-[ -f "$MERGED/config.json" ] && echo "   (exists)" || \
-  "$PY" scripts/merge_lora_weights.py --model-path "$LORA" --model-base "$BASE" --save-model-path "$MERGED"
+if complete "$MERGED"; then echo "   (exists)"; else clear_partial "$MERGED"
+  "$PY" scripts/merge_lora_weights.py --model-path "$LORA" --model-base "$BASE" --save-model-path "$MERGED"; fi
 
 echo "== 5/5 the fine-tuned model -> $OUT/merged.jsonl"
 rate "$MERGED" merged
