@@ -9,15 +9,15 @@
 # Killed? Run the same command again: it answers only what is missing.
 # Score with: python -m llava.eval.evaluate --answers-file A --annotation-file val_answers.jsonl
 set -euo pipefail
-cd "$(dirname "$0")"
-PY=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || command -v python3)}
-export HF_HUB_OFFLINE=${HF_HUB_OFFLINE:-1} TOKENIZERS_PARALLELISM=false
+LLAVA_HELP_MODULE=llava.eval.model_vqa  # --help lists its flags too
+source "$(dirname "$0")/scripts/_env.sh"
+export TOKENIZERS_PARALLELISM=false  # HF_HUB_OFFLINE is the caller's: a hub id given by --model-path downloads
 MODEL=checkpoints/llava-smol-task-merged
 if [[ " $* " != *" --model-path"* ]] && [ ! -f "$MODEL/config.json" ]; then
   echo "inference.sh: $MODEL does not exist yet: \`make demo\` builds it (or pass --model-path and the other flags)" >&2
   exit 2
 fi
-exec "$PY" -m llava.eval.model_vqa \
+exec "$PYTHON" -m llava.eval.model_vqa \
   --model-path "$MODEL" \
   --question-file playground/data/sample_task_llava/val_questions.jsonl \
   --image-folder playground/data/sample_task/images \

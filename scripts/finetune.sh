@@ -11,7 +11,7 @@ if [ "$ON_GPU" = 1 ]; then
 else
   RECIPE=(--learning_rate 5e-5 --per_device_train_batch_size 16 --num_train_epochs 1 --save_steps 50)
 fi
-exec "${LAUNCH[@]}" llava/train/train.py --deepspeed "$ZERO" --version vicuna_v1 \
+launch "${LAUNCH[@]}" llava/train/train.py --deepspeed "$ZERO" --version vicuna_v1 \
   --vision_tower checkpoints/smol-clip \
   --model_name_or_path checkpoints/llava-smol-init-parts/llm \
   --pretrain_mm_mlp_adapter checkpoints/llava-smol-stage1/mm_projector.safetensors \

@@ -8,7 +8,7 @@ if [ "$ON_GPU" = 1 ]; then
 else
   RECIPE=(--learning_rate 5e-5 --per_device_train_batch_size 16 --num_train_epochs 1 --save_steps 50)
 fi
-exec "${LAUNCH[@]}" llava/train/train.py --deepspeed "$ZERO" \
+launch "${LAUNCH[@]}" llava/train/train.py --deepspeed "$ZERO" \
   --model_name_or_path checkpoints/llava-smol-base --version vicuna_v1 \
   --data_path playground/data/sample_task_llava/train.json \
   --image_folder playground/data/sample_task/images \

@@ -5,7 +5,8 @@
 #   bash scripts/finetune_task_lora.sh --model_name_or_path liuhaotian/llava-v1.5-7b \
 #       --data_path my_task/train.json --image_folder my_task/images --output_dir checkpoints/my-lora
 #
-# Any train.py flag may follow and overrides the defaults below (the last one given wins).
+# Any train.py flag may follow and overrides the defaults below (the last one given wins); all of
+# them: `python llava/train/train.py --help`.  --dry-run prints the launch command instead of running it.
 # Environment: NUM_PROCS, ZERO (e.g. scripts/zero3_offload.json), MASTER_PORT, PYTHON, CPU_BF16_WEIGHTS.
 set -euo pipefail
 source "$(dirname "$0")/_train_env.sh"
@@ -28,7 +29,7 @@ else
     RECIPE+=(--bf16 True --use_cpu True)
   fi
 fi
-exec "${LAUNCH[@]}" llava/train/train.py --deepspeed "$ZERO" --lora_enable True \
+launch "${LAUNCH[@]}" llava/train/train.py --deepspeed "$ZERO" --lora_enable True \
   --model_name_or_path checkpoints/llava-smol-base --version vicuna_v1 \
   --data_path playground/data/sample_task_llava/train.json \
   --image_folder playground/data/sample_task/images \

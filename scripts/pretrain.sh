@@ -11,7 +11,7 @@ if [ "$ON_GPU" = 1 ]; then
 else
   RECIPE=(--learning_rate 1e-3 --per_device_train_batch_size 16 --num_train_epochs 1 --save_steps 50)
 fi
-exec "${LAUNCH[@]}" llava/train/train.py --deepspeed "$ZERO" --tune_mm_mlp_adapter True --version plain \
+launch "${LAUNCH[@]}" llava/train/train.py --deepspeed "$ZERO" --tune_mm_mlp_adapter True --version plain \
   --vision_tower checkpoints/smol-clip \
   --model_name_or_path checkpoints/llava-smol-init-parts/llm \
   --data_path playground/data/scene_captions/captions.json \
