@@ -35,6 +35,8 @@ DEFAULT_TEMPERATURE = 1.0  # OpenAI's default when a request gives none
 MIN_TEMPERATURE = 1e-5
 SEED_RANGE = (-2**63, 2**64 - 1)  # what torch.manual_seed takes
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+_SURROGATE_UTF8 = re.compile(rb"\xed[\xa0-\xbf]")
 _LONG_NUMBER = re.compile(rb"-?\d{4000,}")
 
 
@@ -78,7 +80,8 @@ def parse_chat_request(body: bytes, max_tokens_cap: int) -> ChatRequest:
     data = _load_json(body)
     if not isinstance(data, dict):
         raise bad(f"the request body must be a JSON object, not {type(data).__name__}", code="invalid_json")
-    _refuse_surrogates(data)
+    if _may_hold_surrogates(body):  # else skip walking every string of a big body
+        _refuse_surrogates(data)
     model = data.get("model")
     if not isinstance(model, str) or not model:
         raise bad("required: the id of the model (see GET /v1/models)", "model", "missing_required_parameter")
@@ -127,6 +130,15 @@ def _where_long_number(body: bytes) -> str:
     key = re.search(rb'"((?:[^"\\]|\\.){1,64})"\s*:\s*$', body[max(0, number.start() - 200):number.start()])
     name = f"field {key.group(1).decode('utf-8', 'replace')!r}, " if key else ""
     return f" ({name}at byte {number.start()})"
+
+
+def _may_hold_surrogates(body: bytes) -> bool:
+    """json.loads decodes bytes with "surrogatepass": a surrogate comes from a \\u escape, from UTF-8's bytes
+    for one (0xED 0xA0-0xBF), or from a UTF-16/32 body (a byte order mark or NULs at the start)."""
+    head = body[:4]
+    return (b"\x00" in head or head[:2] in (b"\xff\xfe", b"\xfe\xff")
+            or (b"\\u" in body and _SURROGATE_ESCAPE.search(body) is not None)
+            or (b"\xed" in body and _SURROGATE_UTF8.search(body) is not None))
 
 
 def _refuse_surrogates(data) -> None:
