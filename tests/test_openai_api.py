@@ -184,6 +184,15 @@ def servers(tiny_hf, media_dir, tmp_path_factory):
         stop(default)
 
 
+@pytest.fixture(autouse=True)
+def no_traceback_in_server_logs(request):
+    """A bad input must get a message, never a traceback, in the answer or in the server's log."""
+    servers = request.getfixturevalue("servers") if request.node.get_closest_marker("bad_input") else ()
+    yield
+    for server in servers:
+        assert "Traceback" not in server.log.read_text(), server.log.read_text()[-4000:]
+
+
 @pytest.fixture(scope="module")
 def main_server(servers):
     return servers[0]
@@ -261,8 +270,11 @@ def test_seed_makes_sampling_reproducible(main_server, photo_png):
     assert runs[0] == runs[1]
 
 
+@pytest.mark.bad_input
 def test_models_health_and_api_key(main_server):
-    assert httpx.get(f"{main_server.url}/health").json() == {"status": "ok", "model": MODEL}
+    health = httpx.get(f"{main_server.url}/health").json()
+    assert {k: health[k] for k in ("status", "model")} == {"status": "ok", "model": MODEL}
+    assert set(health["generations"]) == {"waiting", "running", "limit", "done", "stopped", "skipped", "failed"}
     assert [m.id for m in main_server.client().models.list()] == [MODEL]
     with pytest.raises(openai.AuthenticationError) as info:
         main_server.client(key="wrong").models.list()
@@ -300,6 +312,7 @@ def test_concurrent_requests_are_queued_and_all_answered(main_server, photo_png)
 IMAGE_PARAM = "messages[0].content[0].image_url.url"
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("source, match", [
     ("file://{dir}/../secret.png", "outside the allowed directory"),
     ("{dir}/../secret.png", "outside the allowed directory"),
@@ -326,6 +339,7 @@ def test_image_refusals(main_server, hosts, media_dir, source, match):
     assert second.hits == []  # 127.0.0.2 is never contacted: its address is refused before connecting
 
 
+@pytest.mark.bad_input
 def test_a_redirect_to_a_refused_address_is_caught_at_the_hop(main_server, hosts):
     """127.0.0.1 is opted in and both IP literals are allowlisted: only the per-hop address check
     can refuse the redirect to 127.0.0.2 (vLLM's GHSA-3f6c-7fw2-ppm4)."""
@@ -336,6 +350,7 @@ def test_a_redirect_to_a_refused_address_is_caught_at_the_hop(main_server, hosts
     assert "/to-second" in first.paths() and second.hits == []
 
 
+@pytest.mark.bad_input
 def test_an_endless_image_is_cut_off_at_the_byte_cap(main_server, hosts):
     first, _ = hosts
     start = time.monotonic()
@@ -346,6 +361,7 @@ def test_an_endless_image_is_cut_off_at_the_byte_cap(main_server, hosts):
     assert first.sent["/endless"] < 64 * 1024 * 1024
 
 
+@pytest.mark.bad_input
 def test_a_fetch_that_hangs_times_out(main_server, hosts):
     first, _ = hosts
     start = time.monotonic()
@@ -354,6 +370,7 @@ def test_a_fetch_that_hangs_times_out(main_server, hosts):
     assert time.monotonic() - start < 10
 
 
+@pytest.mark.bad_input
 def test_two_images_are_refused(main_server, photo_png):
     url = data_url(photo_png)
     one_message = [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": url}},
@@ -365,6 +382,7 @@ def test_two_images_are_refused(main_server, photo_png):
     assert "messages[0].content[0]" in err.body["message"] and "messages[2].content[0]" in err.body["message"]
 
 
+@pytest.mark.bad_input
 def test_max_tokens_over_the_cap(main_server):
     err = refusal(main_server.client(), 400, [{"role": "user", "content": Q1}], max_tokens=65)
     assert "65 is more than this server's limit of 64 tokens" in err.body["message"]
@@ -391,6 +409,7 @@ def test_a_leading_system_message_replaces_the_template_system_prompt(main_serve
     assert answer.usage.prompt_tokens == chat.last_usage["prompt_tokens"] != default.last_usage["prompt_tokens"]
 
 
+@pytest.mark.bad_input
 def test_late_system_messages_and_unknown_models_are_refused(main_server):
     err = refusal(main_server.client(), 400, [{"role": "user", "content": Q1},
                                               {"role": "assistant", "content": "ok"},
@@ -405,6 +424,7 @@ def test_late_system_messages_and_unknown_models_are_refused(main_server):
     assert "'gpt-4o' is not served here" in info.value.body["message"]
 
 
+@pytest.mark.bad_input
 def test_malformed_json_oversized_bodies_and_unknown_routes(main_server):
     headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
     url = f"{main_server.url}/v1/chat/completions"
@@ -430,6 +450,7 @@ def test_defaults_bind_loopback_and_need_no_key(default_server):
     assert [m.id for m in default_server.client(key=None).models.list()] == [MODEL]
 
 
+@pytest.mark.bad_input
 @pytest.mark.parametrize("source, match", [
     ("file:///etc/hostname", "local files are not allowed on this server"),
     ("/etc/hostname", "local files are not allowed on this server"),
@@ -440,6 +461,7 @@ def test_defaults_refuse_local_files_and_remote_urls(default_server, source, mat
     assert match in err.body["message"] and err.body["param"] == IMAGE_PARAM, err.body
 
 
+@pytest.mark.bad_input
 def test_a_request_past_the_time_limit_gets_408(default_server):
     """A client that sends its body slowly is cut off at --request-timeout (1.5 s here)."""
     start = time.monotonic()
@@ -458,6 +480,7 @@ def test_a_request_past_the_time_limit_gets_408(default_server):
     assert time.monotonic() - start < 6
 
 
+@pytest.mark.bad_input
 def test_a_generation_past_the_time_limit_is_stopped(default_server):
     """950 greedy tokens take the tiny model several seconds; the 1.5 s limit ends the request, streaming
     or not, and stops the generation: the next short request is answered within the limit."""

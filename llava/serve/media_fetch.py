@@ -39,6 +39,7 @@ from llava.serve.images import MAX_BYTES, decode_base64
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 _DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*):")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # Well-known NAT64 prefix (RFC 6052): its last 32 bits are an IPv4 address reached through a gateway.
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 # Checked in this order, so 127.0.0.2 is called "loopback", not "private".
@@ -138,6 +139,7 @@ async def image_bytes(source: str, policy: MediaPolicy) -> tuple[bytes, str]:
     scheme = scheme.group(1).lower() if scheme else ""
     if scheme == "data":
         return data_url_bytes(source, policy.max_bytes), "data URL"
+    _refuse_control_characters(source, source)
     if scheme in ("http", "https"):
         return await fetch_url(source, policy), source
     if scheme in ("", "file"):
@@ -145,6 +147,15 @@ async def image_bytes(source: str, policy: MediaPolicy) -> tuple[bytes, str]:
         return await asyncio.to_thread(_read_local, path, source, policy.max_bytes), source
     raise MediaError(f"{_short(source)}: {scheme}: URLs are not supported; send a data: URL, an http(s) URL "
                      "or a file path", "unsupported_image_url")
+
+
+def _refuse_control_characters(text: str, source: str) -> None:
+    """A NUL, newline or other control character has no place in a URL or a file name; the OS and the HTTP
+    client would each fail on it in their own way (a NUL ends a C string: 'a.png\\0.txt')."""
+    found = _CONTROL.search(text)
+    if found:
+        raise MediaError(f"{_short(ascii(source))}: a control character ({found.group()!r}) at character "
+                         f"{found.start()}; URLs and file names cannot contain one")
 
 
 def data_url_bytes(url: str, max_bytes: int) -> bytes:
@@ -185,19 +196,26 @@ def local_path(source: str, policy: MediaPolicy) -> Path:
         if parts.netloc not in ("", "localhost"):
             raise MediaError(f"{_short(source)}: a file:// URL must name a local file (file:///path)")
         raw = unquote(parts.path)
-    path = Path(raw).expanduser()
-    resolved = (path if path.is_absolute() else root / path).resolve()
-    if not resolved.is_relative_to(root):
-        raise MediaError(f"{_short(source)}: outside the allowed directory {root} (after resolving symlinks "
-                         "and '..'); refused", "local_path_outside_allowed_dir")
-    if not resolved.is_file():
-        raise MediaError(f"{_short(source)}: no such file under {root}")
+        _refuse_control_characters(raw, source)  # %00 and the like, now decoded
+    try:
+        path = Path(raw).expanduser()
+        resolved = (path if path.is_absolute() else root / path).resolve()
+        if not resolved.is_relative_to(root):
+            raise MediaError(f"{_short(source)}: outside the allowed directory {root} (after resolving symlinks "
+                             "and '..'); refused", "local_path_outside_allowed_dir")
+        if not resolved.is_file():
+            raise MediaError(f"{_short(source)}: no such file under {root}")
+    except OSError as exc:  # a name too long, a component that is a file, ...
+        raise MediaError(f"{_short(source)}: not a readable path ({exc.strerror or exc})") from exc
     return resolved
 
 
 def _read_local(path: Path, name: str, max_bytes: int) -> bytes:
-    with open(path, "rb") as f:
-        data = f.read(max_bytes + 1)
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:  # unreadable (permissions), or a directory that appeared since the check
+        raise MediaError(f"{_short(name)}: cannot read ({exc.strerror or exc})") from exc
     if len(data) > max_bytes:
         raise MediaError(f"{_short(name)}: larger than the {max_bytes:,} bytes allowed (--max-image-bytes)",
                          "image_too_large")
@@ -290,9 +308,13 @@ async def _checked_requests(client: httpx.AsyncClient, url: str, hop: int,
                "Accept": "image/*", "Accept-Encoding": "identity"}
     # The TLS name (SNI and certificate check) stays the URL's host, though we connect to its address.
     extensions = {"sni_hostname": host} if scheme == "https" and not _is_ip(host) else {}
-    return [client.build_request("GET", httpx.URL(scheme=scheme, host=address.split("%")[0], port=port,
-                                                  raw_path=path.encode()), headers=headers, extensions=extensions)
-            for address in addresses]
+    try:
+        return [client.build_request("GET", httpx.URL(scheme=scheme, host=address.split("%")[0], port=port,
+                                                      raw_path=path.encode()), headers=headers,
+                                     extensions=extensions)
+                for address in addresses]
+    except (httpx.InvalidURL, ValueError) as exc:
+        raise MediaError(f"{where}: not a valid URL ({exc})") from exc
 
 
 async def _resolve(host: str, port: int, where: str) -> list[str]:

@@ -12,6 +12,13 @@ unless the operator allows domains (--allowed-media-domains), private networks
 (--allowed-media-networks) or a local directory (--allowed-local-media-path),
 see media_fetch.py; bodies, images, pixels, tokens and time are capped; a bad
 request gets a 4xx in OpenAI's error shape naming the problem, never a traceback.
+
+Under abuse: connections are capped (--max-connections, uvicorn answers 503
+beyond it), so are requests waiting for the model (--max-queued-requests, 429),
+the time to send headers (--header-timeout, http_limits.py) and a body
+(--body-timeout); a client that hangs up stops its generation, streaming or not;
+a text far over the context is refused from its length before it is tokenized
+(prompt_bound.py).
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the handlers' annotations (Request) at run time.
@@ -27,6 +34,10 @@ import uuid
 from dataclasses import dataclass
 
 DEFAULT_MAX_REQUEST_BYTES = 20 * 1024 * 1024
+# Below the usual limit of 1024 open files, with room for the model's own.
+DEFAULT_MAX_CONNECTIONS = 512
+# As deep as the web UI's queue (--queue-size): a person at the back still gets an answer in reasonable time.
+DEFAULT_MAX_QUEUED = 64
 API_KEY_ENV = "LLAVA_API_KEY"
 log = logging.getLogger("llava.serve.openai_api")
 
@@ -58,11 +69,19 @@ def parse_args(argv=None):
     caps.add_argument("--max-redirects", type=int, default=3)
     caps.add_argument("--request-timeout", type=float, default=300.0,
                       help="seconds for a whole request: body, image, waiting in the queue, generation")
+    caps.add_argument("--max-queued-requests", type=int, default=DEFAULT_MAX_QUEUED,
+                      help="requests waiting for the model or being answered; more are refused with 429")
+    caps.add_argument("--max-connections", type=int, default=DEFAULT_MAX_CONNECTIONS,
+                      help="open connections; a request beyond them gets 503 (uvicorn's limit_concurrency)")
+    caps.add_argument("--header-timeout", type=float, default=10.0,
+                      help="seconds a client has to send its request line and headers; then it is cut off")
+    caps.add_argument("--body-timeout", type=float, default=60.0,
+                      help="seconds a client has to send its request body; then it gets 408")
     ap.add_argument("--log-level", default="info")
     args = ap.parse_args(argv)
     check_model_args(ap, args)
     for name in ("max_request_bytes", "max_image_bytes", "max_image_pixels", "max_tokens", "media_fetch_timeout",
-                 "request_timeout"):
+                 "request_timeout", "max_queued_requests", "max_connections", "header_timeout", "body_timeout"):
         if getattr(args, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be positive")
     from llava.conversation import get_template
@@ -89,6 +108,8 @@ class ServerConfig:
     max_image_pixels: int = 40_000_000
     max_tokens: int = 1024
     request_timeout: float = 300.0
+    max_queued_requests: int = DEFAULT_MAX_QUEUED
+    body_timeout: float = 60.0
 
 
 def build_app(loaded, cfg: ServerConfig):
@@ -97,11 +118,13 @@ def build_app(loaded, cfg: ServerConfig):
     from fastapi.responses import JSONResponse, StreamingResponse
     from starlette.exceptions import HTTPException
 
-    from llava.serve.generation_queue import GenerationQueue
+    from llava.serve.generation_queue import GenerationQueue, QueueFull
     from llava.serve.openai_schema import APIError, error_body, models_object, parse_chat_request
+    from llava.serve.prompt_bound import TokenBound
 
     app = FastAPI(title="llava OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
-    generations = GenerationQueue(loaded, cfg.conv_mode)
+    generations = GenerationQueue(loaded, cfg.conv_mode, cfg.max_queued_requests)
+    bound = TokenBound.of(loaded.tokenizer)  # None: prompts are only ever measured by tokenizing them
     started = int(time.time())
 
     def check_key(request: Request) -> None:
@@ -129,7 +152,7 @@ def build_app(loaded, cfg: ServerConfig):
 
     @app.get("/health")
     async def health():
-        return {"status": "ok", "model": cfg.model_id}
+        return {"status": "ok", "model": cfg.model_id, "generations": generations.counts()}
 
     @app.get("/v1/models", dependencies=[Depends(check_key)])
     async def models():
@@ -140,15 +163,24 @@ def build_app(loaded, cfg: ServerConfig):
         deadline = asyncio.get_running_loop().time() + cfg.request_timeout
         try:
             async with asyncio.timeout_at(deadline):
-                body = await read_body(request, cfg.max_request_bytes)
-                req = parse_chat_request(body, cfg.max_tokens)
+                body = await read_body(request, cfg.max_request_bytes, cfg.body_timeout)
+                req = await asyncio.to_thread(parse_chat_request, body, cfg.max_tokens)
+                del body
                 if req.model != cfg.model_id:
                     raise APIError(404, f"model {req.model!r} is not served here; this server serves "
                                         f"{cfg.model_id!r} (GET /v1/models)", param="model", code="model_not_found")
-                job = await make_job(loaded, cfg, req)
-                generations.submit(job)
+                await refuse_beyond_context(loaded, cfg, bound, req)
+                try:
+                    place = generations.reserve()
+                except QueueFull:
+                    raise APIError(429, f"{cfg.max_queued_requests} requests are already waiting for the model or "
+                                        "being answered, this server's limit (--max-queued-requests); try again "
+                                        "shortly", code="queue_full", type="rate_limit_error") from None
+                with place:
+                    job = await make_job(loaded, cfg, req)
+                    generations.submit(job, place)
                 if not req.stream:
-                    text, usage = await collect(job)
+                    text, usage = await collect_while_connected(request, job)
                     return completion_response(cfg, job, text, usage)
         except TimeoutError:
             raise timeout_error(cfg) from None
@@ -159,8 +191,11 @@ def build_app(loaded, cfg: ServerConfig):
     return app
 
 
-async def read_body(request, limit: int) -> bytes:
-    """The body, refused as soon as it is known to pass `limit` (from Content-Length, or while reading)."""
+async def read_body(request, limit: int, timeout: float) -> bytes:
+    """The body, refused as soon as it is known to pass `limit` (from Content-Length, or while reading), or
+    when it has not all arrived within `timeout` seconds (a client dripping it would hold its connection)."""
+    from starlette.requests import ClientDisconnect
+
     from llava.serve.openai_schema import APIError
 
     too_big = APIError(413, f"the request body is larger than this server's limit of {limit:,} bytes "
@@ -169,25 +204,67 @@ async def read_body(request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise too_big
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise too_big
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise too_big
+    except TimeoutError:
+        raise APIError(408, f"the request body did not arrive within {timeout:g} s (--body-timeout); "
+                            f"{len(body):,} bytes came", code="body_timeout", type="timeout_error") from None
+    except ClientDisconnect:
+        raise client_gone() from None
     return bytes(body)
+
+
+def client_gone():
+    """For a request whose client hung up: nobody reads the answer, but the handler must end somehow."""
+    from llava.serve.openai_schema import APIError
+
+    # 499 is nginx's "client closed request": it only reaches the access log.
+    return APIError(499, "the client closed the connection before the answer", code="client_closed_request")
+
+
+async def refuse_beyond_context(loaded, cfg: ServerConfig, bound, req) -> None:
+    """Refuse a conversation that the template cannot render, or that cannot fit in the context from its length
+    in characters alone, before its image is fetched or its text tokenized (the tokenizer takes far longer over
+    megabytes of text than the parser or this bound)."""
+    from llava.conversation import get_template
+    from llava.model.inputs import render_prompt
+    from llava.serve.openai_schema import APIError
+
+    if req.system is not None and get_template(cfg.conv_mode or loaded.conv_mode).style == "plain":
+        raise APIError(400, "messages[0].role: this model's template (plain) has no system prompt to replace",
+                       param="messages[0].role", code="unsupported_role")
+    if bound is None:
+        return
+
+    def at_least() -> tuple[int, int]:
+        prompt = render_prompt(loaded, req.question, req.image_url is not None, cfg.conv_mode, req.history,
+                               req.system)
+        return bound.prompt_at_least(prompt), len(prompt)
+
+    tokens, chars = await asyncio.to_thread(at_least)
+    if tokens + (req.max_tokens or 1) > loaded.context_len:
+        raise APIError(400, f"the messages are at least {tokens:,} tokens ({chars:,} characters, and no token of "
+                            f"this model stands for more than {bound.longest}) and {_answer_room(req)}, more than "
+                            f"the model's context of {loaded.context_len} tokens; shorten the conversation or lower "
+                            "max_tokens", param="messages", code="context_length_exceeded")
+
+
+def _answer_room(req) -> str:
+    return f"max_tokens is {req.max_tokens}" if req.max_tokens else "the answer needs at least one token"
 
 
 async def make_job(loaded, cfg: ServerConfig, req):
     """The generation job for a checked request: image fetched and decoded, token budget checked."""
-    from llava.conversation import get_template
     from llava.mm_utils import ImageError
     from llava.serve.generation_queue import Job
     from llava.serve.images import decode_image_bytes
     from llava.serve.media_fetch import MediaError, image_bytes
     from llava.serve.openai_schema import APIError
 
-    if req.system is not None and get_template(cfg.conv_mode or loaded.conv_mode).style == "plain":
-        raise APIError(400, "messages[0].role: this model's template (plain) has no system prompt to replace",
-                       param="messages[0].role", code="unsupported_role")
     image = None
     if req.image_url is not None:
         try:
@@ -200,9 +277,9 @@ async def make_job(loaded, cfg: ServerConfig, req):
     prompt_tokens = await asyncio.to_thread(count_prompt_tokens, loaded, cfg.conv_mode, req, image is not None)
     room = loaded.context_len - prompt_tokens
     if room < 1 or (req.max_tokens or 0) > room:
-        raise APIError(400, f"the messages are {prompt_tokens} tokens and max_tokens is {req.max_tokens}, more "
-                            f"than the model's context of {loaded.context_len} tokens; shorten the conversation "
-                            "or lower max_tokens", param="messages", code="context_length_exceeded")
+        raise APIError(400, f"the messages are {prompt_tokens} tokens and {_answer_room(req)}, more than the "
+                            f"model's context of {loaded.context_len} tokens; shorten the conversation or lower "
+                            "max_tokens", param="messages", code="context_length_exceeded")
     return Job(req.question, req.history, image, req.temperature, req.top_p,
                max_tokens=req.max_tokens or min(cfg.max_tokens, room), seed=req.seed, system=req.system)
 
@@ -229,6 +306,31 @@ async def collect(job) -> tuple[str, dict]:
                 raise value
     finally:
         job.cancelled.set()  # no-op when done; stops the generation when the request timed out
+
+
+async def collect_while_connected(request, job) -> tuple[str, dict]:
+    """The whole answer, unless the client hangs up first: then its generation is stopped at once rather than
+    run to the end for nobody while other requests wait behind it (streaming notices by failing to send)."""
+    answer = asyncio.ensure_future(collect(job))
+    gone = asyncio.ensure_future(until_disconnected(request))
+    try:
+        await asyncio.wait({answer, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:  # also when the request's time ran out
+        gone.cancel()
+        if not answer.done():
+            job.cancelled.set()
+            answer.cancel()
+    if not answer.done():
+        log.info("the client of a non-streaming request hung up; its generation is stopped")
+        raise client_gone()
+    return answer.result()
+
+
+async def until_disconnected(request) -> None:
+    """Returns when the client has closed the connection.  The body has been read, so the server's next message
+    on this request is the disconnect (uvicorn sends it when the connection is lost)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def finish_reason(job, usage: dict) -> str:
@@ -327,6 +429,7 @@ def main(argv=None) -> int:
     import uvicorn
 
     from llava.serve.chat import default_model_path
+    from llava.serve.http_limits import with_header_timeout
     from llava.serve.model_args import load_model
 
     args.model_path = args.model_path or default_model_path()
@@ -336,10 +439,13 @@ def main(argv=None) -> int:
     log.info("loading %s ...", args.model_path)
     loaded = load_model(args)
     cfg = ServerConfig(served_model_name(args), args.media, args.api_key, args.conv_mode, args.max_request_bytes,
-                       args.max_image_pixels, args.max_tokens, args.request_timeout)
+                       args.max_image_pixels, args.max_tokens, args.request_timeout, args.max_queued_requests,
+                       args.body_timeout)
     app = build_app(loaded, cfg)
     log.info("serving %s as %r", args.model_path, cfg.model_id)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower())
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
+                http=with_header_timeout(args.header_timeout), limit_concurrency=args.max_connections,
+                timeout_keep_alive=5)
     return 0
 
 
