@@ -189,8 +189,9 @@ def _table_case(tmp_path: Path, case: str) -> tuple[Path, int, str, str]:
     if case in ("csv-not-utf8", "tsv-not-utf8"):
         sep = b"," if case.startswith("csv") else b"\t"
         path = tmp_path / f"t.{case[:3]}"
-        path.write_bytes(sep.join([b"image", b"question", b"answer"]) + b"\n" + sep.join([b"a.png", b"Q?", b"x"])
-                         + b"\n" + sep.join([b"a.png", b"Qu\xe9?", b"y"]) + b"\n" + sep.join([b"b.png", b"R?", b"z"]) + b"\n")
+        rows = [[b"image", b"question", b"answer"], [b"a.png", b"Q?", b"x"], [b"a.png", b"Qu\xe9?", b"y"],
+                [b"b.png", b"R?", b"z"]]
+        path.write_bytes(b"".join(sep.join(row) + b"\n" for row in rows))
         return path, 3, "undecodable_text", "field 'question' has a byte 0xe9"
     path = tmp_path / "t.jsonl"
     bad = {

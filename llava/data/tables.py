@@ -357,9 +357,9 @@ def _open_parquet(path: Path) -> Table:
                         row += 1
                         yield _checked(Location(name, row=row), values)
             except Exception as exc:  # a damaged page, text that is not UTF-8: the rest of this group
-                lost = end - row
+                lost, why = end - row, printable(str(exc).strip())
                 yield Record(Location(name, row=row + 1), kind=UNREADABLE_ROWS, lost=lost, error=(
-                    f"cannot read rows {row + 1}-{end} ({lost} rows, row group {group + 1}): {printable(str(exc).strip())}"))
+                    f"cannot read rows {row + 1}-{end} ({lost} rows, row group {group + 1}): {why}"))
             row = end
 
     return Table(path, "parquet", columns, True, records())
