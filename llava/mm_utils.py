@@ -12,11 +12,12 @@ LlavaProcessor does, gives different ids around the image.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
-from PIL import Image
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
+
+# Image loading lives in llava.image_decode (one set of caps for every entry); much of the code
+# imports these names from here.
+from llava.image_decode import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, load_image  # noqa: F401
 
 
 @dataclass
@@ -84,22 +85,3 @@ def tokenize_prompt(
 def tokenizer_image_token(prompt: str, tokenizer, image_token_index: int = IMAGE_TOKEN_INDEX) -> list[int]:
     """Drop-in for the original LLaVA function of the same name."""
     return tokenize_prompt(prompt, tokenizer, image_token_index, 1).input_ids
-
-
-class ImageError(ValueError):
-    """An image that cannot be used, with the reason in the message."""
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Open a local image fully (so truncation shows here, not deep inside a batch) as RGB."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ImageError(f"{path}: empty file")
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.convert("RGB")
-    except Exception as exc:  # PIL raises several unrelated types for bad files
-        raise ImageError(f"{path}: cannot read image ({exc})") from exc

@@ -5,8 +5,9 @@
         --image-template 'SYN_{image_id:012d}.jpg' --output-dir playground/data/task --short-answer
 
 Writes train.json, val.json, val_questions.jsonl, val_answers.jsonl and report.json.
-Exit codes: 0 ok; 1 nothing usable remains, or --strict and some row had a problem;
-2 the input cannot be read (missing file or column, bad option). See docs/data.md.
+Exit codes: 0 ok; 1 nothing usable remains, damage lost lines (an unclosed quote), or --strict
+and some row had a problem; 2 the input cannot be read or the output folder cannot be written
+(missing file or column, bad option). See docs/data.md.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import sys
 from llava.constants import SHORT_ANSWER_PROMPT
 from llava.data.preprocess import EXIT_BAD_INPUT, ConfigError, PreprocessConfig, format_summary, preprocess
 from llava.data.tables import TableError
+from llava.printable import printable
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +67,9 @@ def main(argv: list[str] | None = None) -> int:
         result = preprocess(cfg)
     except (TableError, ConfigError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except OSError as exc:  # a file that cannot be read (no permission), a disk that fills while writing
+        print(f"error: {printable(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     print(format_summary(result))
     return result.exit_code

@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from llava.model.builder import load_pretrained_model
+from llava.model.errors import ModelLoadError
 from llava.model.inputs import build_batch, generate, render_prompt
 from llava.model.lora import AdapterMismatch, language_model_linear_names
 
@@ -36,7 +37,7 @@ def test_kind_is_decided_by_contents_not_folder_name(tiny_original, tmp_path, no
     shutil.copytree(tiny_original, moved)
     tower = (tiny_original / json.loads((tiny_original / "config.json").read_text())["mm_vision_tower"]).resolve()
     # The relative mm_vision_tower no longer resolves from here: a clear error, then the override works.
-    with pytest.raises(FileNotFoundError, match="--vision-tower"):
+    with pytest.raises(ModelLoadError, match="--vision-tower"):
         load_pretrained_model(str(moved))
     loaded = load_pretrained_model(str(moved), vision_tower=str(tower))
     assert loaded.kind == "original"
@@ -75,7 +76,7 @@ def test_not_a_llava_directory(tiny_parts):
 
 
 def test_missing_directory():
-    with pytest.raises(FileNotFoundError, match="no such model directory"):
+    with pytest.raises(ModelLoadError, match="no such model directory"):
         load_pretrained_model("./does/not/exist")
 
 

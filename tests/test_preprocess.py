@@ -348,9 +348,10 @@ def test_image_checks_ignore_the_global_truncation_switch_and_refuse_huge_images
     make_images(tmp_path, ["big.png"], size=(80, 80))
     make_images(tmp_path, ["huge.png"], size=(120, 120))
     monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # as some training code sets it
-    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)  # 64x64 fits; 80x80 warns in Pillow; 120x120 raises
+    # 80x80 is over the cap given; 120x120 is over twice Pillow's own limit, which raises in Image.open.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 5000)
     names = ["good.png", "truncated.jpg", "big.png", "huge.png", "good.png"]
-    results = check_images(tmp_path, names, workers=3, progress=False)
+    results = check_images(tmp_path, names, workers=3, progress=False, max_pixels=5000)
     assert list(results) == ["good.png", "truncated.jpg", "big.png", "huge.png"]
     assert [r.reason for r in results.values()] == [None, "image_truncated", "image_too_large", "image_too_large"]
     assert (results["good.png"].width, results["good.png"].height) == (12, 8)
@@ -407,16 +408,18 @@ def test_csv_line_numbers_count_physical_lines(tmp_path, images):
     assert problems(result) == [(4, "empty_answer"), (6, "unreadable_record"), (7, "empty_answer"),
                                 (8, "undecodable_text")]
     assert result.report["problems"][1]["message"] == "has 3 fields, the header has 4"
-    assert result.report["problems"][3]["message"] == "answer ('answer') is not valid UTF-8"
+    assert result.report["problems"][3]["message"] == "field 'answer' has a byte 0xff that is not UTF-8 text"
     assert outputs(tmp_path)["val_questions"][0]["text"] == "Two\nline question?"
 
 
 def test_unclosed_quote_is_reported_with_the_lines_it_swallowed(tmp_path, images):
     (tmp_path / "t.csv").write_text('image,question,answer\na.png,Q?,x\na.png,"Oops?,y\nb.png,Q?,z\n')
     result = run(tmp_path, tmp_path / "t.csv", val_fraction=0)
-    assert result.report["problems"][0]["message"] == \
-        "has 2 fields, the header has 3 (the record spans lines 3-4: an unclosed quote?)"
+    assert result.report["problems"][0]["message"] == (
+        "an unclosed quote at line 3 made lines 3-4 (2 lines) one field (unexpected end of data), so the records "
+        "on them are lost; close the quote (a quote inside a quoted field is written twice)")
     assert result.report["rows_read"] == 2 and result.report["rows_used"] == 1
+    assert result.report["lines_lost"] == 2 and result.exit_code == 1 and not result.wrote
 
 
 def test_val_records_follow_val_questions_and_train_groups_by_image(tmp_path, images):
@@ -437,9 +440,11 @@ def test_json_list_and_parquet_locations(tmp_path, images):
     assert problems(result) == [(8, "empty_answer")]  # indent=2: the second record starts on line 8
     result = run(tmp_path, write_table(tmp_path / "t.parquet", rows))
     assert problems(result) == [(2, "empty_answer")] and result.report["problems"][0]["row"] == 2
-    (tmp_path / "bad.json").write_text('[\n{"image": "a.png"},\n{"image": oops}\n]\n')
-    with pytest.raises(TableError, match=r"bad.json:3: malformed JSON"):
-        run(tmp_path, tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text('[\n' + json.dumps(rows[0]) + ',\n{"image": oops}\n]\n')
+    result = run(tmp_path, tmp_path / "bad.json")
+    assert problems(result) == [(3, "malformed_json")] and result.report["lines_lost"] == 2
+    assert result.report["problems"][0]["message"].startswith("malformed JSON: Expecting value (column 11); the "
+                                                              "file cannot be read past it, so lines 3-4")
 
 
 def test_image_token_in_question_is_removed_with_a_warning(tmp_path, images):

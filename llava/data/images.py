@@ -10,6 +10,10 @@ truncated JPEG opens fine and reports its size, and only fails, or is padded
 with grey when ImageFile.LOAD_TRUNCATED_IMAGES is set, when its pixels are
 decoded. That is exactly the image that would otherwise crash (or silently
 corrupt) a training run hours in.
+
+A check is llava.image_decode's `load_image`, the decoder training and
+inference use, with the same caps (20 MiB, 40 megapixels): an image that
+passes here is one they can read.
 """
 
 from __future__ import annotations
@@ -18,21 +22,27 @@ import os
 import posixpath
 import re
 import threading
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image, ImageFile
+from PIL import ImageFile
 
-# Short, stable reason keys used in reports (counted by reason).
-MISSING = "image_missing"
-NOT_A_FILE = "image_not_a_file"
-EMPTY = "image_empty_file"
-NOT_AN_IMAGE = "image_not_an_image"
-TRUNCATED = "image_truncated"
-CORRUPT = "image_corrupt"
-TOO_LARGE = "image_too_large"
+from llava.image_decode import (  # noqa: F401 - the reason keys, re-exported for the report's readers
+    CORRUPT,
+    EMPTY,
+    MAX_IMAGE_BYTES,
+    MAX_IMAGE_PIXELS,
+    MISSING,
+    NOT_A_FILE,
+    NOT_AN_IMAGE,
+    TOO_LARGE,
+    TRUNCATED,
+    UNREADABLE,
+    ImageError,
+    load_image,
+)
+
 UNSAFE_PATH = "image_path_outside_folder"
 
 
@@ -64,38 +74,14 @@ def normalize_relative(name: str) -> str | None:
     return norm
 
 
-def check_image(path: Path) -> ImageCheck:
-    """Open and fully decode one image file."""
+def check_image(path: Path, max_bytes: int | None = MAX_IMAGE_BYTES,
+                max_pixels: int | None = MAX_IMAGE_PIXELS) -> ImageCheck:
+    """Open and fully decode one image file, with the caps training and inference use."""
     try:
-        st = path.stat()
-    except FileNotFoundError:
-        return ImageCheck(False, MISSING, "no such file")
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
-        return ImageCheck(False, MISSING, f"cannot stat file ({getattr(exc, 'strerror', None) or exc})")
-    if not path.is_file():
-        return ImageCheck(False, NOT_A_FILE, "not a regular file")
-    if st.st_size == 0:
-        return ImageCheck(False, EMPTY, "zero-size file")
-    try:
-        with Image.open(path) as img:
-            # Pillow only warns between MAX_IMAGE_PIXELS and twice that (and raises above);
-            # either way such an image costs a training worker seconds and gigabytes: refuse it
-            # before decoding. Users with genuinely huge images raise Image.MAX_IMAGE_PIXELS.
-            limit = Image.MAX_IMAGE_PIXELS
-            if limit is not None and img.width * img.height > limit:
-                return ImageCheck(False, TOO_LARGE, f"{img.width}x{img.height} pixels is over "
-                                  f"PIL.Image.MAX_IMAGE_PIXELS ({limit})", img.width, img.height)
-            img.load()
-            return ImageCheck(True, width=img.width, height=img.height)
-    except Image.UnidentifiedImageError:
-        return ImageCheck(False, NOT_AN_IMAGE, "not an image file Pillow can identify")
-    except Image.DecompressionBombError as exc:
-        return ImageCheck(False, TOO_LARGE, str(exc))
-    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError... for damaged files
-        msg = str(exc) or type(exc).__name__
-        if "truncated" in msg.lower():
-            return ImageCheck(False, TRUNCATED, f"truncated file ({msg})")
-        return ImageCheck(False, CORRUPT, f"cannot decode ({msg})")
+        img = load_image(path, max_bytes, max_pixels)
+    except ImageError as exc:
+        return ImageCheck(False, exc.reason, exc.detail)
+    return ImageCheck(True, width=img.width, height=img.height)
 
 
 # ImageFile.LOAD_TRUNCATED_IMAGES is a process-wide switch that makes Pillow pad
@@ -109,6 +95,8 @@ def check_images(
     names: list[str],
     workers: int | None = None,
     progress: bool = True,
+    max_bytes: int | None = MAX_IMAGE_BYTES,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> dict[str, ImageCheck]:
     """Check every (already normalized, relative) name under folder; returns name -> result."""
     from tqdm import tqdm
@@ -119,17 +107,15 @@ def check_images(
         # than on one thread (bench/preprocess_rate.py). More threads than cores also hide disk latency.
         workers = min(32, 4 * (os.cpu_count() or 1))
     results: dict[str, ImageCheck] = {}
-    with _truncation_lock, warnings.catch_warnings():
+    with _truncation_lock:
         saved = ImageFile.LOAD_TRUNCATED_IMAGES
         ImageFile.LOAD_TRUNCATED_IMAGES = False
         try:
-            # Filters are process-wide and catch_warnings is not thread-safe: set once, here,
-            # not in the workers. The size check in check_image replaces the warning.
-            warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
             bar = tqdm(total=len(unique), unit="img", desc="checking images", disable=not progress or not unique)
             with bar, ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
                 # map yields in input order, so the report lists problems in file order.
-                for name, res in zip(unique, pool.map(lambda n: check_image(folder / n), unique)):
+                checks = pool.map(lambda n: check_image(folder / n, max_bytes, max_pixels), unique)
+                for name, res in zip(unique, checks):
                     results[name] = res
                     bar.update(1)
         finally:

@@ -11,12 +11,20 @@ and this module ties them together and builds the report.
 
 Nothing is dropped silently: every record is either used or listed in
 report.json under "problems" with its file, line (or Parquet row), field and
-reason, and rows_read == rows_used + rows_skipped.
+reason, and rows_read == rows_used + rows_skipped.  Damage that loses more
+than its own record (an unclosed quote that swallows the lines after it, a
+JSON list broken mid-way) is counted in "lines_lost" and fails the run
+(exit 1, no data files): the data would silently be missing those records.
+
+Before any reading, the output folder is checked: writable, not a file, and
+not holding the input at one of the names written there (a raw train.json in
+--output-dir would otherwise be replaced).
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -37,10 +45,12 @@ from llava.data.outputs import (
 )
 from llava.data.questions import Problem, Question, merge_rows, parse_record, parse_template, resolve_columns
 from llava.data.tables import TableError, open_table
+from llava.file_guard import refuse_output_dir_over_inputs
+from llava.printable import printable
 
 # Exit codes of the command (see docs/data.md).
 EXIT_OK = 0
-EXIT_PROBLEMS = 1  # nothing usable remains, or --strict and at least one problem
+EXIT_PROBLEMS = 1  # nothing usable remains, lines were lost, or --strict and at least one problem
 EXIT_BAD_INPUT = 2  # the input cannot be read at all: missing file or column, bad option (argparse also uses 2)
 
 
@@ -50,6 +60,27 @@ class ConfigError(ValueError):
 
 
 OUTPUT_FILES = ("train.json", "val.json", "val_questions.jsonl", "val_answers.jsonl")
+
+
+def check_output_dir(cfg: "PreprocessConfig") -> None:
+    """ConfigError, before any work, for an --output-dir that cannot be written or would overwrite the input."""
+    out = Path(cfg.output_dir)
+    shown = printable(out)
+    try:
+        refuse_output_dir_over_inputs("--output-dir", out, [*OUTPUT_FILES, "report.json"], {"--input": cfg.input})
+    except SystemExit as exc:
+        raise ConfigError(str(exc.code)) from None
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--output-dir {shown}: a file, not a directory")
+    existing = next((p for p in (out, *out.absolute().parents) if p.exists()), Path("/"))
+    if not existing.is_dir():
+        raise ConfigError(f"--output-dir {shown}: {printable(existing)} is a file, not a directory")
+    try:  # a real write, not os.access: that says yes to root on a read-only file system
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"--output-dir {shown}: cannot write there ({exc.strerror or exc})") from None
 
 
 @dataclass
@@ -101,9 +132,10 @@ def preprocess(cfg: PreprocessConfig) -> Result:
     """Run the whole pipeline. Raises TableError / ConfigError when the input cannot be used at all."""
     started = time.perf_counter()
     cfg.validate()
+    check_output_dir(cfg)
     image_folder = Path(cfg.image_folder)
     if not image_folder.is_dir():
-        raise TableError(f"--image-folder {cfg.image_folder}: no such directory")
+        raise TableError(f"--image-folder {printable(cfg.image_folder)}: no such directory")
     out_dir = Path(cfg.output_dir)
 
     if cfg.image_template:
@@ -152,7 +184,7 @@ def preprocess(cfg: PreprocessConfig) -> Result:
 
     report = _report(cfg, table, cols, len(records), usable, train_qs, val_qs, train, val_images,
                      problems, warnings, bad_images)
-    if not usable:
+    if not usable or report["lines_lost"]:
         exit_code = EXIT_PROBLEMS
     elif cfg.strict and problems:
         exit_code = EXIT_PROBLEMS
@@ -178,16 +210,18 @@ def _report(cfg, table, cols, rows_read, usable, train_qs, val_qs, train, val_im
     rows_used = sum(len(q.locs) for q in usable)
     image_reasons = Counter(c.reason for c in bad_images.values())
     return {
-        "input": str(table.path),
+        "input": printable(table.path),
         "format": table.format,
-        "image_folder": str(Path(cfg.image_folder).resolve()),
-        "output_dir": str(Path(cfg.output_dir).resolve()),
+        "image_folder": printable(Path(cfg.image_folder).resolve()),
+        "output_dir": printable(Path(cfg.output_dir).resolve()),
         "columns": cols.as_dict(),
         "settings": {k: v for k, v in asdict(cfg).items()
                      if k not in ("input", "image_folder", "output_dir", "progress", "workers")},
         "rows_read": rows_read,
         "rows_used": rows_used,
         "rows_skipped": {"total": len(problems), "by_reason": dict(sorted(_count_rows(problems).items()))},
+        # Lines (Parquet: rows) holding other records that damage made unreadable: not in rows_read.
+        "lines_lost": sum(p.lost for p in problems),
         "questions": {"train": len(train_qs), "val": len(val_qs), "total": len(usable)},
         "train_conversations": len(train),
         "images": {
@@ -213,6 +247,9 @@ def format_summary(result: Result, max_problems: int = 10) -> str:
         f"questions: {q['train']} train ({r['train_conversations']} conversations), {q['val']} val; "
         f"images: {img['train']} train, {img['val']} val, {img['skipped']['total']} unusable",
     ]
+    if r["lines_lost"]:
+        lines.append(f"LOST {r['lines_lost']} line(s) to damage that swallowed other records (below); fix the file "
+                     "and run again")
     for reason, n in r["rows_skipped"]["by_reason"].items():
         lines.append(f"  skipped {n} row(s): {reason}")
     for reason, n in r["warnings"]["by_reason"].items():
@@ -225,6 +262,8 @@ def format_summary(result: Result, max_problems: int = 10) -> str:
     out = r["output_dir"]
     if result.wrote:
         lines.append(f"wrote {', '.join(OUTPUT_FILES)} and report.json to {out}")
+    elif r["lines_lost"]:
+        lines.append(f"{r['lines_lost']} line(s) lost: data files not written; see {out}/report.json")
     elif not q["total"]:
         lines.append(f"nothing usable remains; wrote only {out}/report.json")
     else:

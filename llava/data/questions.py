@@ -29,6 +29,7 @@ class Problem:
     loc: Location
     field: str | None = None
     other: Location | None = None  # the earlier row a duplicate conflicts with
+    lost: int = 0  # lines (Parquet: rows) of other records this damage made unreadable (tables.Record.lost)
 
     def as_dict(self) -> dict:
         d = {**self.loc.as_dict(), "reason": self.kind, "message": self.message}
@@ -36,6 +37,8 @@ class Problem:
             d["field"] = self.field
         if self.other is not None:
             d["first_seen"] = self.other.as_dict()
+        if self.lost:
+            d["lost"] = self.lost
         return d
 
     def __str__(self) -> str:
@@ -251,6 +254,8 @@ def _image_name(rec: Record, cols: Columns) -> str:
             raise _Bad("bad_image_template", f"cannot fill --image-template with {shown} ({exc})") from None
     else:
         name = _text(_get(rec, cols.image, "image"), cols.image, "image")
+    if has_undecodable(name):
+        raise _Bad("undecodable_text", f"image path {name!r} is not valid UTF-8 text", cols.image)
     norm = normalize_relative(name)
     if norm is None:
         raise _Bad(UNSAFE_PATH, f"image path {name!r} is absolute or leaves --image-folder", cols.image)
@@ -298,8 +303,7 @@ def _to_letter(answer: str, options: list[str], column: str) -> str:
 
 def parse_record(rec: Record, cols: Columns, cfg) -> Row | Problem:
     if rec.error is not None:
-        kind = "malformed_json" if rec.error.startswith("malformed JSON") else "unreadable_record"
-        return Problem(kind, rec.error, rec.loc)
+        return Problem(rec.kind or "unreadable_record", rec.error, rec.loc, lost=rec.lost)
     try:
         warnings = []
         if cols.id:

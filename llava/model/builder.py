@@ -8,6 +8,11 @@ The kind is decided by the files in the directory, never by its name (the
 original breaks when a LoRA path lacks "llava" or "lora").  4-bit / 8-bit go
 through bitsandbytes; the vision tower, projector and lm_head stay in full
 precision, as in the original, which also keeps image features exact.
+
+Whatever is wrong with a directory (missing, a damaged weight file, a config.json
+that is not an object, a LoRA directory given as the base), loading raises
+ModelLoadError (llava.model.errors) with a message naming the file, which every
+entry point prints as one line.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import torch
 from transformers import AutoConfig, BitsAndBytesConfig
 
 from llava.model.convert import is_original_config, load_original, read_config_json
+from llava.model.errors import ModelLoadError, loading
 from llava.model.lora import apply_lora, is_lora_dir, load_non_lora_into, lora_dir_config, read_non_lora_trainables
 from llava.model.processor import load_processor, num_image_tokens
 from llava.model.projector import model_class_for, projector_type_of
+from llava.model.weights import check_safetensors, read_json_object, weight_files
 
 log = logging.getLogger(__name__)
 
@@ -94,25 +101,27 @@ def detect_kind(path: Path) -> str:
         return "hf"
     if is_original_config(cfg):
         return "original"
-    raise ValueError(
+    raise ModelLoadError(
         f"{path}/config.json is neither a llava model (no text_config/vision_config) nor an original LLaVA "
         f"checkpoint (no mm_vision_tower); model_type is {cfg.get('model_type')!r}. A plain language model "
         "is a base for training (--model_name_or_path), not a model to load here."
     )
 
 
-def _local(path: str) -> Path:
+def _local(path: str, flag: str = "--model-path") -> Path:
     p = Path(path)
-    if p.exists():
+    if p.is_dir():
         return p
+    if p.exists():
+        raise ModelLoadError(f"{flag} {path}: a file, not a model directory")
     if p.is_absolute() or path.startswith(("./", "../")) or path.count("/") != 1:
-        raise FileNotFoundError(f"{path}: no such model directory")
+        raise ModelLoadError(f"{flag} {path}: no such model directory")
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(path))
     except Exception as exc:
-        raise FileNotFoundError(f"{path}: not a local directory, and not available from the hub ({exc})") from exc
+        raise ModelLoadError(f"{flag} {path}: not a local directory, and not available from the hub ({exc})") from exc
 
 
 def load_pretrained_model(
@@ -132,39 +141,40 @@ def load_pretrained_model(
 ) -> LoadedModel:
     if load_4bit and load_8bit:
         raise ValueError("choose one of load_4bit and load_8bit")
-    device = resolve_device(device)
-    dtype = dtype or default_dtype(device)
-    kwargs = {"dtype": dtype, "attn_implementation": attn_implementation or attention_implementation(device)}
-    if load_4bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type=quant_type,
-            bnb_4bit_use_double_quant=double_quant,
-            bnb_4bit_compute_dtype=dtype,
-            llm_int8_skip_modules=QUANT_SKIP,
-        )
-    elif load_8bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP)
-    if device != "cpu" or load_4bit or load_8bit:
-        kwargs["device_map"] = {"": device}
+    with loading(model_path):  # anything else that goes wrong, as ModelLoadError naming the directory
+        device = resolve_device(device)
+        dtype = dtype or default_dtype(device)
+        kwargs = {"dtype": dtype, "attn_implementation": attn_implementation or attention_implementation(device)}
+        if load_4bit:
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type=quant_type,
+                bnb_4bit_use_double_quant=double_quant,
+                bnb_4bit_compute_dtype=dtype,
+                llm_int8_skip_modules=QUANT_SKIP,
+            )
+        elif load_8bit:
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP)
+        if device != "cpu" or load_4bit or load_8bit:
+            kwargs["device_map"] = {"": device}
 
-    path = _local(model_path)
-    kind = detect_kind(path)
-    if kind == "lora":
-        model, processor = _load_lora(path, model_base, kwargs, vision_tower, image_aspect_ratio, merge_lora)
-    else:
-        if model_base:
-            log.warning("--model-base %s ignored: %s is a complete model, not a LoRA directory", model_base, path)
-        model, processor = _load_full(path, kind, kwargs, vision_tower, image_aspect_ratio)
-    if load_4bit:
-        keep_bnb_cpu_packing_to_fitting_layers(model)
-    model.eval()
-    tok = processor.tokenizer
-    model.generation_config.pad_token_id = tok.pad_token_id
-    if model.generation_config.eos_token_id is None:
-        model.generation_config.eos_token_id = tok.eos_token_id
-    context_len = getattr(model.config.text_config, "max_position_embeddings", 2048)
-    return LoadedModel(model, processor, kind, context_len)
+        path = _local(model_path)
+        kind = detect_kind(path)
+        if kind == "lora":
+            model, processor = _load_lora(path, model_base, kwargs, vision_tower, image_aspect_ratio, merge_lora)
+        else:
+            if model_base:
+                log.warning("--model-base %s ignored: %s is a complete model, not a LoRA directory", model_base, path)
+            model, processor = _load_full(path, kind, kwargs, vision_tower, image_aspect_ratio)
+        if load_4bit:
+            keep_bnb_cpu_packing_to_fitting_layers(model)
+        model.eval()
+        tok = processor.tokenizer
+        model.generation_config.pad_token_id = tok.pad_token_id
+        if model.generation_config.eos_token_id is None:
+            model.generation_config.eos_token_id = tok.eos_token_id
+        context_len = getattr(model.config.text_config, "max_position_embeddings", 2048)
+        return LoadedModel(model, processor, kind, context_len)
 
 
 def keep_bnb_cpu_packing_to_fitting_layers(model) -> int:
@@ -190,6 +200,7 @@ def keep_bnb_cpu_packing_to_fitting_layers(model) -> int:
 
 def _load_full(path: Path, kind: str, kwargs: dict, vision_tower, image_aspect_ratio):
     if kind == "hf":
+        check_safetensors(weight_files(path))  # a damaged file named here; safetensors' own error names none
         config = AutoConfig.from_pretrained(path)
         model = model_class_for(config).from_pretrained(path, **kwargs)
         return model, load_processor(path, model.config, image_aspect_ratio)
@@ -200,7 +211,10 @@ def _load_full(path: Path, kind: str, kwargs: dict, vision_tower, image_aspect_r
 
 def _load_lora(path: Path, model_base, kwargs, vision_tower, image_aspect_ratio, merge):
     base = model_base or _base_from_adapter_config(path)
-    base_path = _local(base)
+    base_path = _local(base, "--model-base")
+    if is_lora_dir(base_path):
+        raise ModelLoadError(f"--model-base {base}: a LoRA output directory itself (adapter_config.json); give "
+                             f"the model {path} was trained on")
     quantized = "quantization_config" in kwargs
     lora_cfg = lora_dir_config(path)
     non_lora = read_non_lora_trainables(path)
@@ -232,14 +246,11 @@ def _is_multimodal(cfg: dict) -> bool:
 
 
 def _base_from_adapter_config(path: Path) -> str:
-    import json
-
-    cfg = json.loads((path / "adapter_config.json").read_text())
-    base = cfg.get("base_model_name_or_path")
-    if base and Path(base).exists():
+    base = read_json_object(path / "adapter_config.json").get("base_model_name_or_path")
+    if isinstance(base, str) and base and Path(base).exists():
         log.info("no --model-base given; using %s from adapter_config.json", base)
         return base
-    raise ValueError(
+    raise ModelLoadError(
         f"{path} is a LoRA directory: pass --model-base with the model it was trained on"
         + (f" (adapter_config.json names {base!r}, which is not a local directory)" if base else "")
     )

@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
 
+from llava.file_guard import refuse_outputs_over_inputs
+from llava.model.errors import ModelLoadError, loading
 from llava.model.processor import (
     CLIP_MEAN,
     CLIP_STD,
@@ -42,7 +44,7 @@ from llava.model.processor import (
     prepare_tokenizer,
 )
 from llava.model.projector import make_config, model_class_for, parse_projector_type, projector_type_of
-from llava.model.weights import read_state_dict
+from llava.model.weights import read_json_object, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +59,13 @@ _NOT_LLM_FIELDS = re.compile(
 )
 
 
-class ConversionError(ValueError):
-    pass
+class ConversionError(ModelLoadError):
+    """An original checkpoint this converter cannot turn into a transformers llava model."""
 
 
 def read_config_json(path: str | Path) -> dict:
-    f = Path(path) / "config.json"
-    if not f.exists():
-        raise FileNotFoundError(f"{f}: missing")
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError as exc:
-        raise ConversionError(f"{f}: not valid JSON ({exc})") from exc
+    """config.json of a model directory, as a dict; ModelLoadError naming it when missing or not an object."""
+    return read_json_object(Path(path) / "config.json")
 
 
 def is_original_config(cfg: dict) -> bool:
@@ -141,7 +138,7 @@ def resolve_tower(name: str, checkpoint_dir: Path, override: str | None) -> str:
     checkpoint or the working directory), or else the hub id as written."""
     if override:
         if not Path(override).exists():
-            raise FileNotFoundError(f"--vision-tower {override}: no such directory")
+            raise ModelLoadError(f"--vision-tower {override}: no such directory")
         return override
     for candidate in (Path(name), checkpoint_dir / name):
         if candidate.is_dir():
@@ -190,6 +187,10 @@ def load_original(
     """
     path = Path(path)
     cfg = read_config_json(path)
+    if not is_original_config(cfg):
+        what = ("a transformers llava directory already: it loads as it is" if "text_config" in cfg else
+                f"model_type {cfg.get('model_type')!r}, no mm_vision_tower")
+        raise ConversionError(f"{path}/config.json: not an original LLaVA checkpoint ({what})")
     if cfg.get("mm_use_im_start_end"):
         raise ConversionError(
             f"{path}/config.json: mm_use_im_start_end=true checkpoints (<im_start>/<im_end> around the image) "
@@ -218,7 +219,7 @@ def load_original(
         vision_config = _tower_config(source) if source else None
     except (OSError, ValueError) as exc:
         if not stored_tower:
-            raise FileNotFoundError(
+            raise ModelLoadError(
                 f"vision tower {source!r} (mm_vision_tower in {path}/config.json) cannot be loaded: {exc}. "
                 "Pass --vision-tower PATH to a local CLIP checkpoint."
             ) from exc
@@ -426,9 +427,10 @@ def _write_bins(state: dict, out: Path, shards: int) -> None:
 
 def convert(model_path: str, output_dir: str, vision_tower: str | None = None, dtype: str = "float16") -> Path:
     """Original checkpoint -> HF llava directory that plain transformers loads."""
-    config, state, processor = load_original(model_path, vision_tower)
-    torch_dtype = getattr(torch, dtype)
-    model = model_class_for(config).from_pretrained(None, config=config, state_dict=state, dtype=torch_dtype)
+    with loading(model_path):
+        config, state, processor = load_original(model_path, vision_tower)
+        torch_dtype = getattr(torch, dtype)
+        model = model_class_for(config).from_pretrained(None, config=config, state_dict=state, dtype=torch_dtype)
     out = Path(output_dir)
     model.save_pretrained(out)
     save_processor(processor, out)
@@ -442,7 +444,18 @@ def main(argv=None) -> None:
     ap.add_argument("--vision-tower", default=None, help="local CLIP checkpoint, overriding mm_vision_tower")
     ap.add_argument("--dtype", default="float16", choices=["float16", "bfloat16", "float32"])
     args = ap.parse_args(argv)
-    out = convert(args.model_path, args.output_dir, args.vision_tower, args.dtype)
+    # Before any work: writing the converted files over the checkpoint would destroy it.
+    refuse_outputs_over_inputs({"--output-dir": args.output_dir},
+                               {"--model-path": args.model_path, "--vision-tower": args.vision_tower})
+    out = Path(args.output_dir)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"error: --output-dir {out}: a file, not a directory")
+    try:
+        out = convert(args.model_path, args.output_dir, args.vision_tower, args.dtype)
+    except ModelLoadError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    except OSError as exc:  # while writing: a full disk, no permission
+        raise SystemExit(f"error: cannot write --output-dir {out}: {exc}") from None
     print(f"wrote {out} (loads with transformers.LlavaForConditionalGeneration.from_pretrained)")
 
 

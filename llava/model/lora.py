@@ -13,7 +13,6 @@ load stops naming the tensor.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from pathlib import Path
@@ -22,7 +21,8 @@ import torch
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 
 from llava.model.convert import ConversionError, original_key_to_hf
-from llava.model.weights import load_tensor_file
+from llava.model.errors import ModelLoadError
+from llava.model.weights import load_tensor_file, read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ NON_LORA_FILES = ("non_lora_trainables.safetensors", "non_lora_trainables.bin")
 _HF_PREFIXES = ("model.language_model.", "model.multi_modal_projector.", "model.vision_tower.", "lm_head.")
 
 
-class AdapterMismatch(ValueError):
+class AdapterMismatch(ModelLoadError):
     """Base model and adapter do not fit together."""
 
 
@@ -112,14 +112,18 @@ def llm_target_regex(suffixes) -> str:
 def apply_lora(model, lora_dir: str | Path, projector_type: str, merge: bool = True):
     """Put the adapter in `lora_dir` onto `model`; merge it in unless asked not to."""
     lora_dir = Path(lora_dir)
-    config = LoraConfig.from_pretrained(str(lora_dir))
+    read_json_object(lora_dir / "adapter_config.json")  # a damaged one named here, not deep inside peft
+    try:
+        config = LoraConfig.from_pretrained(str(lora_dir))
+    except (TypeError, ValueError) as exc:  # fields peft does not know, or of the wrong kind
+        raise ModelLoadError(f"{lora_dir}/adapter_config.json: not a LoRA config peft can read ({exc})") from None
     if not isinstance(config.target_modules, str):
         config.target_modules = llm_target_regex(config.target_modules)
     config.modules_to_save = None  # restored from non_lora_trainables / the adapter file below
     config.inference_mode = True
     adapter_file = _first(lora_dir, ADAPTER_FILES)
     if adapter_file is None:
-        raise FileNotFoundError(f"{lora_dir}: adapter_config.json but no {' or '.join(ADAPTER_FILES)}")
+        raise ModelLoadError(f"{lora_dir}: adapter_config.json but no {' or '.join(ADAPTER_FILES)}")
     raw = load_tensor_file(adapter_file)
     peft_model = get_peft_model(model, config)
     expected = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
@@ -199,4 +203,4 @@ def save_lora(peft_model, output_dir: str | Path, processor=None, state_dict: di
 
 def lora_dir_config(lora_dir: str | Path) -> dict | None:
     f = Path(lora_dir) / "config.json"
-    return json.loads(f.read_text()) if f.exists() else None
+    return read_json_object(f) if f.exists() else None

@@ -15,6 +15,7 @@ history.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 from typing import Iterator
@@ -37,6 +38,16 @@ def default_model_path() -> str:
             return path
     raise SystemExit(f"no --model-path given and the embedded default ({' or '.join(DEFAULT_MODELS)}) is not "
                      "built yet: run `make demo` first, or pass --model-path")
+
+
+class PromptTooLong(ValueError):
+    """The conversation with the new question does not fit the model's context; nothing was generated."""
+
+
+@functools.lru_cache(maxsize=8)
+def longest_token_chars(tokenizer) -> int:
+    """The most characters one token stands for: a text of n characters has at least n / this many tokens."""
+    return max((len(t) for t in tokenizer.get_vocab()), default=1) or 1
 
 
 class _StopFlag(StoppingCriteria):
@@ -76,16 +87,31 @@ class ChatSession:
         self._stop.set()
 
     def ask(self, question: str) -> Iterator[str]:
-        """Stream the answer to `question`; when it ends, the turn is in the history."""
+        """Stream the answer to `question`; when it ends, the turn is in the history.
+
+        PromptTooLong (before anything is generated, the history untouched) when the conversation does
+        not fit the model's context."""
         loaded = self.loaded
+        # A pasted megabyte takes seconds to tokenize: a question longer than the context's worth of the
+        # longest tokens cannot fit, whatever its tokens, and is refused from its length alone.
+        bound = loaded.context_len * longest_token_chars(loaded.tokenizer)
+        if len(question) > bound:
+            raise PromptTooLong(f"the question is {len(question):,} characters, more than the model's context of "
+                                f"{loaded.context_len:,} tokens can hold; ask something shorter")
         prompt = render_prompt(loaded, question, self.image is not None, self.conv_mode, self.history,
                                self.system)
         batch = build_batch(loaded, [prompt], [self.image])
+        prompt_tokens = batch["input_ids"].shape[1]
+        room = loaded.context_len - prompt_tokens
+        if room < 1:  # refused before generating, so the history stays as it was
+            raise PromptTooLong(f"the conversation with this question is {prompt_tokens:,} tokens, more than the "
+                                f"model's context of {loaded.context_len:,}; ask something shorter, or clear the "
+                                "history")
         streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
         sample = self.temperature > 0
         if not self.stopped:  # a stop() that came before this turn began still counts
             self._stop.clear()
-        kwargs = dict(**batch, streamer=streamer, max_new_tokens=self.max_new_tokens,
+        kwargs = dict(**batch, streamer=streamer, max_new_tokens=min(self.max_new_tokens, room),
                       min_new_tokens=self.min_new_tokens or None, do_sample=sample,
                       temperature=self.temperature if sample else None, top_p=self.top_p if sample else None,
                       pad_token_id=loaded.tokenizer.pad_token_id,
@@ -113,7 +139,6 @@ class ChatSession:
         if "error" in result:
             raise result["error"]
         answer = "".join(pieces).strip()
-        prompt_tokens = batch["input_ids"].shape[1]
         out = result.get("out")
         completion = int(out.shape[1] - prompt_tokens) if out is not None else len(pieces)
         self.last_usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion,

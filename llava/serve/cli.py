@@ -9,6 +9,12 @@ prompt:  \\image PATH  switches to another image (and starts a new conversation)
 \\reset  clears the history,  \\exit  (or Ctrl-D) leaves.  Ctrl-C stops an answer
 being generated; at the prompt it leaves.
 
+Bad input never ends the session or loses its history: a line that is not
+UTF-8, a question longer than the model's context, or an image that cannot be
+used gets a one-line error and the prompt comes back.  A bad --image-file is
+refused before the model loads (exit 2); a model that cannot be loaded, with a
+message naming the file (exit 1).
+
 Works for LoRA directories (--model-base) and with --load-4bit / --load-8bit,
 where the original's CLI failed (LLaVA#433, #829): loading goes through
 load_pretrained_model, which keeps the tower and projector in full precision.
@@ -20,6 +26,7 @@ import argparse
 import signal
 import sys
 
+from llava.printable import first_surrogate
 from llava.serve.model_args import add_model_args, check_model_args
 
 COMMANDS = "\\image PATH (new image, new conversation), \\reset (clear history), \\exit"
@@ -40,12 +47,23 @@ def parse_args(argv=None):
 
 
 def read_line(prompt: str) -> str | None:
-    """A line from the user; None on EOF (Ctrl-D) or Ctrl-C at the prompt."""
+    """A line from the user; None on EOF (Ctrl-D) or Ctrl-C at the prompt.
+
+    A line holding bytes that are not UTF-8 (a paste from a Latin-1 file, a stray key) is reported
+    and not sent, and the conversation goes on: "" (skipped) rather than an exception that ends the
+    session and its history.  stdin is read with errors="surrogateescape" for this (see main).
+    """
     try:
-        return input(prompt)
+        line = input(prompt)
     except (EOFError, KeyboardInterrupt):
         print()
         return None
+    bad = first_surrogate(line)
+    if bad is not None:
+        print(f"error: that line has a {bad} that is not UTF-8 text; it was not sent (the conversation is kept). "
+              "Type it again.", flush=True)
+        return ""
+    return line
 
 
 def main(argv=None) -> int:
@@ -55,11 +73,14 @@ def main(argv=None) -> int:
     import torch
 
     from llava.mm_utils import ImageError
+    from llava.model.errors import ModelLoadError
     from llava.serve.chat import ChatSession, default_model_path
-    from llava.serve.model_args import load_model, precision_note
     from llava.serve.images import open_image
+    from llava.serve.model_args import load_model, precision_note
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if hasattr(sys.stdin, "reconfigure"):  # undecodable input becomes a message in read_line, not a crash
+        sys.stdin.reconfigure(errors="surrogateescape")
     # Ctrl-C must stop an answer even when we were started with SIGINT ignored (a parent that ran us
     # in the background, nohup): Python then installs no KeyboardInterrupt handler of its own.
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -75,7 +96,11 @@ def main(argv=None) -> int:
     model_path = args.model_path or default_model_path()
     args.model_path = model_path
     print(f"loading {model_path}{precision_note(args)} ...", flush=True)
-    loaded = load_model(args)
+    try:
+        loaded = load_model(args)
+    except ModelLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     chat = ChatSession(loaded, image=image, conv_mode=args.conv_mode, temperature=args.temperature,
                        top_p=args.top_p, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens)
     quantized = sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for m in loaded.model.modules())
@@ -121,6 +146,8 @@ def main(argv=None) -> int:
             print(flush=True)
         except KeyboardInterrupt:
             print(" [stopped]", flush=True)
+        except ValueError as exc:  # over the context, "<image>" typed in: refused before generating, history kept
+            print(f"\nerror: {exc}", flush=True)
     print("bye")
     return 0
 

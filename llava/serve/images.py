@@ -1,43 +1,31 @@
 """Images from what a person types: a local path, an http(s) URL, a data: URL, or bare base64.
 
 For the CLI, run by the person whose files and network it reads.  Every image
-is decoded fully here (a truncated or corrupt file fails now, with its name),
-with caps on bytes and pixels so a decompression bomb is refused rather than
-expanded.
+is decoded fully by llava.image_decode (a truncated or corrupt file fails now,
+with its name), with the caps every entry shares, on bytes and pixels, so a
+decompression bomb is refused rather than expanded.  The HTTP API calls
+`decode_image_bytes` with its own --max-image-pixels.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import re
 import urllib.request
 from pathlib import Path
 
 from PIL import Image
 
-from llava.mm_utils import ImageError, load_image
+from llava.image_decode import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, decode_image_bytes, load_image
 
-MAX_BYTES = 20 * 1024 * 1024
-MAX_PIXELS = 40_000_000
+__all__ = ["MAX_BYTES", "MAX_PIXELS", "ImageError", "decode_base64", "decode_image_bytes", "fetch_url", "open_image"]
+
+# The serving front ends' flag defaults (--max-image-bytes, --max-image-pixels): the shared caps.
+MAX_BYTES = MAX_IMAGE_BYTES
+MAX_PIXELS = MAX_IMAGE_PIXELS
 _DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)
 _BASE64 = re.compile(r"^[A-Za-z0-9+/\s]+={0,2}$")
-
-
-def decode_image_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            if img.width * img.height > max_pixels:
-                raise ImageError(f"{name}: {img.width}x{img.height} pixels, more than the {max_pixels:,} allowed")
-            img.load()
-            return img.convert("RGB")
-    except ImageError:
-        raise
-    except Image.DecompressionBombError as exc:  # PIL's own, larger limit, hit while reading the header
-        raise ImageError(f"{name}: more pixels than the {max_pixels:,} allowed ({exc})") from exc
-    except Exception as exc:  # PIL raises several unrelated types for bad data
-        raise ImageError(f"{name}: cannot read image ({exc})") from exc
 
 
 def decode_base64(text: str, name: str = "base64 image") -> bytes:
@@ -62,15 +50,13 @@ def open_image(source: str) -> Image.Image:
     """The image named by `source`: path, http(s) URL, data: URL or base64 text."""
     source = source.strip()
     if _DATA_URL.match(source):
-        return decode_image_bytes(decode_base64(source.split(",", 1)[1], "data URL"), "data URL")
+        return decode_image_bytes(decode_base64(source.split(",", 1)[1], "data URL"), "data URL", MAX_PIXELS, MAX_BYTES)
     if source.lower().startswith(("http://", "https://")):
-        return decode_image_bytes(fetch_url(source), source)
+        return decode_image_bytes(fetch_url(source), source, MAX_PIXELS, MAX_BYTES)
     path = Path(source).expanduser()
     if len(source) >= 64 and _BASE64.match(source) and not _is_file(path):
-        return decode_image_bytes(decode_base64(source), "base64 image")
-    if _is_file(path) and path.stat().st_size > MAX_BYTES:
-        raise ImageError(f"{path}: larger than {MAX_BYTES:,} bytes")
-    return load_image(path)
+        return decode_image_bytes(decode_base64(source), "base64 image", MAX_PIXELS, MAX_BYTES)
+    return load_image(path, MAX_BYTES, MAX_PIXELS)
 
 
 def _is_file(path: Path) -> bool:

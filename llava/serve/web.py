@@ -86,19 +86,18 @@ class Generations:
 def build_ui(loaded, args, index=None):
     import gradio as gr
 
+    from llava.image_decode import load_image
     from llava.mm_utils import ImageError
+    from llava.printable import printable
     from llava.serve.chat import ChatSession
-    from llava.serve.images import decode_image_bytes
 
     generations = Generations()
 
     def read_image(path: str | None):
         if not path:
             return None
-        data = Path(path).read_bytes()
-        if len(data) > args.max_image_bytes:
-            raise ImageError(f"{Path(path).name}: larger than {args.max_image_bytes:,} bytes")
-        return decode_image_bytes(data, Path(path).name, args.max_image_pixels)
+        # The shared decoder and its errors, with this server's caps; named by the upload's file name.
+        return load_image(path, args.max_image_bytes, args.max_image_pixels, name=printable(Path(path).name))
 
     def new_image(path=None):
         """A new (or removed) image: a new conversation."""
