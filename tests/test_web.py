@@ -72,6 +72,9 @@ def retrieval_db(tmp_path_factory):
     return d / "catalogue.lancedb"
 
 
+SERVER_LOG: dict = {}  # the module's server log, for tests that check what it printed
+
+
 @pytest.fixture(scope="module")
 def server(tiny_hf, retrieval_db, tmp_path_factory):
     port = free_port()
@@ -96,6 +99,7 @@ def server(tiny_hf, retrieval_db, tmp_path_factory):
             proc.kill()
             pytest.fail(f"the web UI did not come up:\n{log.read_text()}")
         time.sleep(0.5)
+    SERVER_LOG["path"] = log
     yield url
     proc.terminate()
     try:
@@ -223,6 +227,17 @@ def test_refused_uploads_say_why_and_chat_goes_on(page, tmp_path, tiny_loaded):
 
     expected = "".join(ChatSession(tiny_loaded, temperature=0, max_new_tokens=16).ask("Hello?")).strip()
     assert words(ask(page, "Hello?")) == words(expected)
+
+
+@pytest.mark.bad_input
+def test_an_image_placeholder_typed_in_is_refused_without_a_traceback(page):
+    page.fill("#question textarea", "What is <image> here?")
+    page.press("#question textarea", "Enter")
+    page.wait_for_function("() => document.querySelector('#status').innerText.includes('Refused')", timeout=60_000)
+    assert "<image>" in page.locator("#status").inner_text()
+    assert "Traceback" not in SERVER_LOG["path"].read_text()
+    expected_next = "Hello?"  # the chat goes on
+    assert ask(page, expected_next).strip()
 
 
 def test_stop_ends_a_long_answer_and_keeps_it_out_of_the_history(page):

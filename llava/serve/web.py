@@ -18,6 +18,7 @@ analytics are switched off.
 
 # No `from __future__ import annotations`: Gradio reads the handlers' gr.Request annotation at run time.
 import argparse
+import html
 import logging
 import os
 import sys
@@ -141,7 +142,12 @@ def build_ui(loaded, args, index=None):
                 text += piece
                 messages[-1] = {"role": "assistant", "content": text}
                 yield "", history, messages, "Generating ..."
-        except Exception as exc:  # e.g. a prompt longer than the model's context
+        except ValueError as exc:  # the question: over the context, "<image>" typed in; refused, history kept
+            messages[-1] = {"role": "assistant", "content": text + " [refused]"}
+            gr.Warning(str(exc))
+            yield question, history, messages, f"Refused: {html.escape(str(exc))}"  # the status is Markdown
+            return
+        except Exception as exc:  # a fault of the server's: its log gets the traceback, the user a line
             log.exception("generation failed")
             messages[-1] = {"role": "assistant", "content": text + " [error]"}
             gr.Warning(f"Generation failed: {exc}")
