@@ -31,7 +31,9 @@ ANSWERS = [
 
 
 def write_jsonl(path: Path, rows) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    """Dicts as JSON, strings as they are, bytes as they are (not UTF-8, say), a line each."""
+    path.write_bytes(b"".join((r if isinstance(r, bytes) else (r if isinstance(r, str) else json.dumps(r)).encode())
+                              + b"\n" for r in rows))
     return path
 
 
@@ -118,22 +120,163 @@ def test_rating_metric(tmp_path):
     assert "| invalid (unparseable) scores | 1 |" in proc.stdout
 
 
-@pytest.mark.parametrize("which, lines, message", [
-    ("answers", ['{"question_id": "q1", "text": "red"}', '{"question_id": "q2", "text": '], ":2: malformed JSON ("),
-    ("answers", ['{"question_id": "q1", "text": "red"}', '{"text": "red"}'], ":2: missing 'question_id'"),
-    ("answers", ['{"question_id": "q1"}'], ":1: answer has neither a 'text' string nor an 'error'"),
-    ("key", ["", '{"question_id": "q1", "answers": ["red"]}', '{"answers": ["x"]}'], ":3: missing 'question_id'"),
-    ("key", ['{"question_id": "q1", "answers": ["red"]}', '{"question_id": "q1", "answers": ["x"]}'],
-     ":2: duplicate question_id 'q1' (first on line 1)"),
-])
-def test_bad_input_names_file_and_line(tmp_path, which, lines, message):
-    files = {"answers": write_jsonl(tmp_path / "answers.jsonl", ['{"question_id": "q1", "text": "red"}']),
-             "key": write_jsonl(tmp_path / "key.jsonl", ['{"question_id": "q1", "answers": ["red"]}'])}
-    files[which] = write_jsonl(tmp_path / f"{which}.jsonl", lines)
-    proc = run("--answers-file", files["answers"], "--annotation-file", files["key"])
-    assert proc.returncode != 0
-    assert f"{files[which]}{message}" in proc.stderr
-    assert "Traceback" not in proc.stderr
+BAD_LINES = {
+    # which file, its lines, what the message says after FILE:LINE
+    "answers-malformed-json": ("answers", ['{"question_id": "q2", "text": '], ":2: malformed JSON ("),
+    "answers-no-question-id": ("answers", ['{"text": "red"}'], ":2: missing 'question_id'"),
+    "answers-no-text-nor-error": ("answers", ['{"question_id": "q2"}'], ":2: answer has neither a 'text' string"),
+    "answers-not-utf8": ("answers", [b'{"question_id": "q2", "text": "\xff"}'], ":2: not UTF-8 text (byte 0xff"),
+    "answers-lone-surrogate": ("answers", ['{"question_id": "q2", "text": "\\ud83d"}'], ":2: field 'text' holds an "
+                               "unpaired surrogate"),
+    "answers-json-list": ("answers", ["[1, 2]"], ":2: expected a JSON object, got list"),
+    "answers-json-null": ("answers", ["null"], ":2: expected a JSON object, got NoneType"),
+    "answers-id-bool": ("answers", ['{"question_id": true, "text": "x"}'], ":2: question_id True is a bool"),
+    "answers-nested-deep": ("answers", ["[" * 100_000], ":2: malformed JSON (nested too deeply)"),
+    "answers-line-over-16MiB": ("answers", [b'{"question_id": "q2", "text": "' + b"a" * (17 * 2**20) + b'"}'],
+                                ":2: line is longer than 16 MiB"),
+    "key-no-question-id": ("key", ['{"answers": ["x"]}'], ":2: missing 'question_id'"),
+    "key-duplicate": ("key", ['{"question_id": "q1", "answers": ["x"]}'], ":2: duplicate question_id 'q1' (first on "
+                      "line 1)"),
+    "key-not-utf8": ("key", [b'{"question_id": "q2", "answers": ["\xe9t\xe9"]}'], ":2: not UTF-8 text"),
+    "key-answers-object": ("key", ['{"question_id": "q2", "answers": {"a": 1}}'], ":2: 'answers' must be a string"),
+    "key-answers-empty": ("key", ['{"question_id": "q2", "answers": []}'], ":2: 'answers' is empty"),
+    "key-choices-not-a-list": ("key", ['{"question_id": "q2", "answers": ["A"], "choices": 5, "answer_letter": "A"}'],
+                               ":2: 'choices' must be a list"),
+    "key-id-fraction": ("key", ['{"question_id": 2.5, "answers": ["x"]}'], ":2: question_id 2.5 is a float"),
+}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", list(BAD_LINES))
+def test_a_bad_line_is_named_left_out_and_the_rest_scored(tmp_path, run_main, kind):
+    """A bad line in either file is named with FILE:LINE, listed in the scores file and counted; every
+    other line is scored as usual (q1 right: accuracy 1 over the one usable key question)."""
+    from llava.eval.evaluate import main as evaluate_main
+
+    which, lines, message = BAD_LINES[kind]
+    good = {"answers": '{"question_id": "q1", "text": "red"}', "key": '{"question_id": "q1", "answers": ["red"]}'}
+    files = {name: write_jsonl(tmp_path / f"{name}.jsonl", [line, *(lines if name == which else [])])
+             for name, line in good.items()}
+    result = run_main(evaluate_main, ["--answers-file", files["answers"], "--annotation-file", files["key"],
+                                      "--output", tmp_path / "s.json"], expect_code=0)
+    assert f"{files[which]}{message}" in result.err
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["counts"]["bad_lines"] == 1 and saved["bad_lines"][0]["line"] == 2
+    assert saved["bad_lines"][0]["file"] == str(files[which])
+    assert saved["scores"]["vqa_accuracy"] == 1.0 and saved["counts"]["questions"] == 1
+    assert "| unreadable lines (left out) | 1 |" in result.out
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["bom", "crlf"])
+def test_a_byte_order_mark_and_crlf_are_read(tmp_path, run_main, kind):
+    from llava.eval.evaluate import main as evaluate_main
+
+    key = tmp_path / "key.jsonl"
+    answers = tmp_path / "answers.jsonl"
+    if kind == "bom":
+        key.write_bytes(b'\xef\xbb\xbf{"question_id": "q1", "answers": ["red"]}\n')
+        answers.write_bytes(b'\xef\xbb\xbf{"question_id": "q1", "text": "red"}\n')
+    else:
+        key.write_bytes(b'{"question_id": "q1", "answers": ["red"]}\r\n{"question_id": "q2", "answers": ["x"]}\r\n')
+        answers.write_bytes(b'{"question_id": "q1", "text": "red"}\r\n')
+    result = run_main(evaluate_main, ["--answers-file", answers, "--annotation-file", key, "--output",
+                                      tmp_path / "s.json"], expect_code=0)
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["per_question"]["q1"] == 1.0 and "bad_lines" not in saved, result
+
+
+@pytest.mark.bad_input
+def test_a_gold_rating_out_of_range_is_a_bad_line(tmp_path, run_main):
+    from llava.eval.evaluate import main as evaluate_main
+
+    key = write_jsonl(tmp_path / "key.jsonl", [{"question_id": "r1", "answers": [4]},
+                                               {"question_id": "r2", "answers": [9]}])
+    answers = write_jsonl(tmp_path / "a.jsonl", [{"question_id": "r1", "text": "4"},
+                                                 {"question_id": "r2", "text": "1"}])
+    result = run_main(evaluate_main, ["--answers-file", answers, "--annotation-file", key, "--metric", "rating",
+                                      "--output", tmp_path / "s.json"], expect_code=0)
+    assert f"{key}:2: rating answer [9] is not an integer 0-5" in result.err
+    saved = json.loads((tmp_path / "s.json").read_text())
+    assert saved["scores"]["exact_accuracy"] == 1.0 and saved["counts"]["questions"] == 1
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["empty", "all-lines-bad"])
+def test_a_key_with_nothing_usable_is_refused(tmp_path, run_main, kind):
+    from llava.eval.evaluate import main as evaluate_main
+
+    key = tmp_path / "key.jsonl"
+    key.write_bytes(b"" if kind == "empty" else b"[1]\n\xff\n")
+    answers = write_jsonl(tmp_path / "a.jsonl", [{"question_id": "q1", "text": "red"}])
+    result = run_main(evaluate_main, ["--answers-file", answers, "--annotation-file", key])
+    assert result.code == 1 and f"{key}: no usable annotation record" in result.err
+    assert not (tmp_path / "a_scores.json").exists()
+
+
+@pytest.mark.bad_input
+def test_an_errors_file_that_is_not_utf8_is_still_counted(tmp_path, run_main):
+    from llava.eval.evaluate import main as evaluate_main
+
+    answers = write_jsonl(tmp_path / "answers.jsonl", [{"question_id": "q1", "text": "red"}])
+    (tmp_path / "answers.errors.jsonl").write_bytes(b'{"line": 2, "error": "\xff"}\n')
+    key = write_jsonl(tmp_path / "key.jsonl", KEY[:1])
+    result = run_main(evaluate_main, ["--answers-file", answers, "--annotation-file", key], expect_code=0)
+    assert "| errors | 1 |" in result.out
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["answers-file", "annotation-file", "default-is-the-key", "errors-file",
+                                  "question-file", "hard-link-to-answers"])
+def test_scores_over_an_input_are_refused_before_any_work(tmp_path, run_main, kind):
+    """`--output` equal to the answers file replaced the answers (issue 18): every input is refused."""
+    import os
+
+    from llava.eval.evaluate import main as evaluate_main
+
+    answers = write_jsonl(tmp_path / "answers.jsonl", ANSWERS)
+    key = write_jsonl(tmp_path / "key.jsonl", KEY)
+    errors = write_jsonl(tmp_path / "answers.errors.jsonl", [{"line": 1, "question_id": "q4", "error": "x"}])
+    questions = write_jsonl(tmp_path / "q.jsonl", [{"question_id": "q1", "text": "?", "image": "a.png"}])
+    args = ["--answers-file", answers, "--annotation-file", key]
+    if kind == "default-is-the-key":  # <answers stem>_scores.json is where the key is
+        key = key.rename(tmp_path / "answers_scores.json")
+        args = ["--answers-file", answers, "--annotation-file", key]
+    elif kind == "hard-link-to-answers":
+        os.link(answers, tmp_path / "link.json")
+        args += ["--output", tmp_path / "link.json"]
+    elif kind == "question-file":
+        args += ["--output", questions, "--question-file", questions]
+    else:
+        args += ["--output", {"answers-file": answers, "annotation-file": key, "errors-file": errors}[kind]]
+    before = {p: p.read_bytes() for p in (answers, key, errors, questions)}
+    result = run_main(evaluate_main, args)
+    assert result.code == 1 and "is the same file as" in result.err and "writing it would destroy" in result.err
+    assert {p: p.read_bytes() for p in before} == before
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["output-a-directory", "output-under-a-file", "answers-missing",
+                                  "answers-a-directory", "key-missing", "question-file-missing"])
+def test_a_bad_path_is_named_before_any_work(tmp_path, run_main, kind):
+    from llava.eval.evaluate import main as evaluate_main
+
+    answers = write_jsonl(tmp_path / "answers.jsonl", ANSWERS)
+    key = write_jsonl(tmp_path / "key.jsonl", KEY)
+    (tmp_path / "dir").mkdir()
+    flag, path, message = {
+        "output-a-directory": ("--output", tmp_path / "dir", "is a directory"),
+        "output-under-a-file": ("--output", key / "s.json", f"{key} is a file, not a folder"),
+        "answers-missing": ("--answers-file", tmp_path / "nope.jsonl", "no such file"),
+        "answers-a-directory": ("--answers-file", tmp_path / "dir", "is a directory, not a file"),
+        "key-missing": ("--annotation-file", tmp_path / "nope.jsonl", "no such file"),
+        "question-file-missing": ("--question-file", tmp_path / "nope.jsonl", "no such file"),
+    }[kind]
+    args = {"--answers-file": answers, "--annotation-file": key, "--output": tmp_path / "s.json"}
+    args[flag] = path
+    result = run_main(evaluate_main, [x for kv in args.items() for x in kv])
+    assert result.code == 1 and f"{flag} {path}: {message}" in result.err
+    assert not (tmp_path / "s.json").exists() and not (tmp_path / "answers_scores.json").exists()
 
 
 def test_library_call_without_subprocess():

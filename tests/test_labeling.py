@@ -196,3 +196,188 @@ def test_retrieval_precision_at_k(tmp_path, embedder):
     res = retrieval_precision(Index(tmp_path / "db", embedder), tmp_path / "q", tmp_path / "qt.csv",
                               lambda image: next(said), k=3, table_truth={i: c for i, c, _ in items})
     assert res == {"queries": 2, "k": 3, "precision_at_3": pytest.approx(0.5)}
+
+
+# --- bad input (issue 18) --------------------------------------------------------------------------
+
+
+def broken_model(tmp_path):
+    """A model directory the loader rejects: a run that ends well never loaded it."""
+    model = tmp_path / "broken-model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text('{"model_type": "bert"}')
+    return model
+
+
+def labelled_folder(tmp_path, store_extra: bytes = b""):
+    """One image, a.png, whose two answers are already in the store: a run asks the model nothing."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.new("RGB", (16, 16), "red").save(images / "a.png")
+    store = [{"question_id": "a.png#description", "prompt": "d", "text": "A red square.", "answer_id": "1",
+              "model_id": "broken-model", "metadata": {}},
+             {"question_id": "a.png#category", "prompt": "c", "text": "people", "answer_id": "2",
+              "model_id": "broken-model", "metadata": {}}]
+    (tmp_path / "labels.answers.jsonl").write_bytes(
+        "".join(json.dumps(r) + "\n" for r in store).encode() + store_extra)
+    return images
+
+
+def run_labeling(run_main, tmp_path, images, cats, *extra, expect_code=None):
+    from llava.tasks.labeling import main as labeling
+
+    return run_main(labeling, ["--model-path", broken_model(tmp_path), "--images", images, "--categories", cats,
+                               "--output", tmp_path / "labels.csv", "--embedder", "none", "--no-progress", *extra],
+                    expect_code=expect_code)
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind, data, message", [
+    ("not-utf8", b"people\nanim\xe9ls\n", "cats.txt:2: not UTF-8 text (byte 0xe9"),
+    ("empty", b"", "needs at least two categories, found 0"),
+    ("one-category", b"people\r\n", "needs at least two categories, found 1"),
+    ("a-directory", None, "cats.txt: is a directory, not a file"),
+])
+def test_a_categories_file_that_cannot_be_used_stops_before_any_work(tmp_path, run_main, kind, data, message):
+    images = labelled_folder(tmp_path)
+    cats = tmp_path / "cats.txt"
+    cats.mkdir() if data is None else cats.write_bytes(data)
+    result = run_labeling(run_main, tmp_path, images, cats)
+    assert result.code == 1 and message in result.err and "cannot load" not in result.text
+    assert not (tmp_path / "labels.csv").exists()
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["bom", "crlf", "bom-and-crlf"])
+def test_a_byte_order_mark_and_crlf_in_the_categories_are_read(tmp_path, run_main, kind):
+    images = labelled_folder(tmp_path)
+    data = b"people\nanimals\n"
+    data = data.replace(b"\n", b"\r\n") if "crlf" in kind else data
+    data = b"\xef\xbb\xbf" + data if "bom" in kind else data
+    (tmp_path / "cats.txt").write_bytes(data)
+    run_labeling(run_main, tmp_path, images, tmp_path / "cats.txt", expect_code=0)
+    [row] = read_csv(tmp_path / "labels.csv")
+    assert (row["image"], row["category"], row["flagged"]) == ("a.png", "people", "")
+
+
+@pytest.mark.bad_input
+def test_an_image_whose_file_name_is_not_utf8_is_skipped_and_named(tmp_path, run_main):
+    import os
+
+    images = labelled_folder(tmp_path)
+    (tmp_path / "cats.txt").write_text("people\nanimals\n")
+    Image.new("RGB", (8, 8)).save(os.fsdecode(os.fsencode(str(images)) + b"/caf\xe9.png"), format="PNG")
+    result = run_labeling(run_main, tmp_path, images, tmp_path / "cats.txt", expect_code=0)
+    assert [r["image"] for r in read_csv(tmp_path / "labels.csv")] == ["a.png"]
+    [error] = [json.loads(line) for line in (tmp_path / "labels.errors.jsonl").read_text().splitlines()]
+    assert error["image"] == "caf\\xe9.png" and "the file name is not UTF-8" in error["error"]
+    assert "1 images skipped" in result.out
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["not-utf8", "torn-line", "lone-surrogate"])
+def test_a_bad_line_in_the_answers_store_is_reported_and_kept(tmp_path, run_main, kind):
+    bad = {"not-utf8": b'{"question_id": "b.png#description", "text": "\xff"}\n',
+           "torn-line": b'{"question_id": "b.png#desc\n',
+           "lone-surrogate": b'{"question_id": "b.png#description", "text": "\\udc00"}\n'}[kind]
+    images = labelled_folder(tmp_path, bad)
+    (tmp_path / "cats.txt").write_text("people\nanimals\n")
+    before = (tmp_path / "labels.answers.jsonl").read_bytes()
+    result = run_labeling(run_main, tmp_path, images, tmp_path / "cats.txt", expect_code=0)
+    assert f"labels.answers.jsonl:3: " in result.out and "is not an answer" in result.out
+    assert (tmp_path / "labels.answers.jsonl").read_bytes() == before
+    assert [r["image"] for r in read_csv(tmp_path / "labels.csv")] == ["a.png"]
+    errors = [json.loads(line) for line in (tmp_path / "labels.errors.jsonl").read_text().splitlines()]
+    assert [(e["line"], e["file"]) for e in errors] == [(3, str(tmp_path / "labels.answers.jsonl"))]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["output-is-the-categories", "output-is-an-image", "output-a-directory",
+                                  "store-is-the-categories"])
+def test_labels_over_an_input_or_a_directory_are_refused(tmp_path, run_main, kind):
+    from llava.tasks.labeling import main as labeling
+
+    images = labelled_folder(tmp_path)
+    cats = tmp_path / "cats.txt"
+    cats.write_text("people\nanimals\n")
+    output = {"output-is-the-categories": cats, "output-is-an-image": images / "a.png",
+              "output-a-directory": images, "store-is-the-categories": tmp_path / "cats.csv"}[kind]
+    if kind == "store-is-the-categories":
+        cats = cats.rename(tmp_path / "cats.answers.jsonl")
+    before = cats.read_bytes(), (images / "a.png").read_bytes()
+    result = run_main(labeling, ["--model-path", broken_model(tmp_path), "--images", images, "--categories", cats,
+                                 "--output", output, "--embedder", "none"])
+    assert result.code == 1 and "cannot load" not in result.text
+    assert {"output-is-the-categories": "is the same file as --categories", "output-is-an-image": "is the image of",
+            "output-a-directory": "is a directory", "store-is-the-categories": "is the same file as --categories"}[
+        kind] in result.err, result
+    assert (cats.read_bytes(), (images / "a.png").read_bytes()) == before
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("flags, message", [
+    (["--num-shards", "0"], "--num-shards must be at least 1"),
+    (["--num-shards", "2", "--shard-idx", "2"], "--shard-idx must be in [0, 2)"),
+    (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+    (["--conv-mode", "nosuch"], "unknown conversation template"),
+], ids=["num-shards-0", "shard-idx-out-of-range", "max-new-tokens-0", "conv-mode-unknown"])
+def test_a_bad_labeling_flag_is_refused_before_the_model_loads(tmp_path, run_main, flags, message):
+    images = labelled_folder(tmp_path)
+    (tmp_path / "cats.txt").write_text("people\nanimals\n")
+    result = run_labeling(run_main, tmp_path, images, tmp_path / "cats.txt", *flags, expect_code=2)
+    assert message in result.err and not (tmp_path / "labels.csv").exists()
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("flag", ["--images", "--embedder"])
+def test_a_missing_folder_is_named_before_any_work(tmp_path, run_main, flag):
+    images = labelled_folder(tmp_path)
+    (tmp_path / "cats.txt").write_text("people\nanimals\n")
+    extra = ["--embedder", tmp_path / "nope"] if flag == "--embedder" else []
+    result = run_labeling(run_main, tmp_path, tmp_path / "nope" if flag == "--images" else images,
+                          tmp_path / "cats.txt", *extra)
+    assert result.code == 1 and f"{flag} {tmp_path / 'nope'}: no such folder" in result.err
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["labels-row-not-utf8", "truth-bom", "labels-without-category-column"])
+def test_scoring_labels_names_rows_it_cannot_use(tmp_path, run_main, kind):
+    from llava.tasks.labeling_data import main as labeling_data
+
+    truth = b"image,category,description\na.png,one shape,x\nb.png,two shapes,y\n"
+    labels = b"image,category,flagged\na.png,one shape,\nb.png,two shapes,yes\n"
+    if kind == "labels-row-not-utf8":
+        labels += b"c\xe9.png,one shape,\n"
+    if kind == "truth-bom":
+        truth = b"\xef\xbb\xbf" + truth
+    if kind == "labels-without-category-column":
+        labels = b"image,flagged\na.png,\n"
+    (tmp_path / "truth.csv").write_bytes(truth)
+    (tmp_path / "labels.csv").write_bytes(labels)
+    result = run_main(labeling_data, ["score", "--labels", tmp_path / "labels.csv", "--truth", tmp_path / "truth.csv"])
+    if kind == "labels-without-category-column":
+        assert result.code == 1 and "labels.csv: no category column" in result.err
+        return
+    assert result.code == 0 and json.loads(result.out)["category_accuracy"] == 1.0
+    if kind == "labels-row-not-utf8":
+        assert "labels.csv:4: " in result.err and "left out" in result.err
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "--output-dir", "{tmp}/a-file"], "--output-dir {tmp}/a-file: is a file, not a folder"),
+    (["sample", "--output-dir", "{tmp}/out", "--num-test", "0"], "--num-test must be at least 1"),
+    (["score", "--labels", "{tmp}/nope.csv", "--truth", "{tmp}/a-file"], "--labels {tmp}/nope.csv: no such file"),
+    (["retrieval-score", "--db", "{tmp}", "--queries", "{tmp}", "--truth", "{tmp}/a-file", "--table-truth",
+      "{tmp}/a-file", "-k", "0", "--model-path", "{tmp}/no-model"], "-k must be at least 1"),
+    (["retrieval-score", "--db", "{tmp}/nope", "--queries", "{tmp}", "--truth", "{tmp}/a-file", "--table-truth",
+      "{tmp}/a-file"], "--db {tmp}/nope: no such folder"),
+], ids=["sample-output-dir-a-file", "sample-num-test-0", "score-labels-missing", "retrieval-score-k-0",
+        "retrieval-score-db-missing"])
+def test_labeling_data_flags_are_checked_before_any_work(tmp_path, run_main, argv, message):
+    from llava.tasks.labeling_data import main as labeling_data
+
+    (tmp_path / "a-file").write_text("x")
+    result = run_main(labeling_data, [a.format(tmp=tmp_path) for a in argv])
+    assert result.code != 0 and message.format(tmp=tmp_path) in result.err
+    assert (tmp_path / "a-file").read_text() == "x"

@@ -120,3 +120,74 @@ def test_search_by_image_embedding_finds_the_same_image_first(clip_db, embedder)
 def test_image_search_needs_a_table_with_that_clip_model(db, embedder, clip_db):
     with pytest.raises(SystemExit, match="has image embeddings from no model"):
         Index(db, embedder, clip_db[1])
+
+
+# --- bad input (issue 18) --------------------------------------------------------------------------
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["row-not-utf8", "bom", "crlf", "row-without-image"])
+def test_labels_rows_that_cannot_be_used_are_named_and_the_rest_built(tmp_path, run_main, kind):
+    from llava.tasks.retrieval import main as retrieval
+
+    rows = CATALOGUE.encode().splitlines(keepends=True)
+    extra = {"row-not-utf8": b"caf\xe9.jpg,Un caf\xe9 cr\xe8me.,drinks,,drinks,1.0\n",
+             "row-without-image": b",A thing with no image.,things,,things,1.0\n"}.get(kind, b"")
+    data = b"".join(rows) + extra
+    data = data.replace(b"\n", b"\r\n") if kind == "crlf" else data
+    data = b"\xef\xbb\xbf" + data if kind == "bom" else data
+    (tmp_path / "labels.csv").write_bytes(data)
+    result = run_main(retrieval, ["build", "--labels", tmp_path / "labels.csv", "--db", tmp_path / "db"],
+                      expect_code=0)
+    assert "6 items ->" in result.out
+    if extra:
+        assert f"{tmp_path / 'labels.csv'}:8: " in result.err and "left out" in result.err
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["db-is-a-file", "labels-a-directory", "labels-missing"])
+def test_a_bad_build_path_is_named_before_any_work(tmp_path, run_main, kind):
+    from llava.tasks.retrieval import main as retrieval
+
+    (tmp_path / "labels.csv").write_text(CATALOGUE)
+    (tmp_path / "a-file").write_text("x")
+    labels, db, message = {
+        "db-is-a-file": (tmp_path / "labels.csv", tmp_path / "a-file", f"--db {tmp_path / 'a-file'}: is a file"),
+        "labels-a-directory": (tmp_path, tmp_path / "db", f"--labels {tmp_path}: is a directory"),
+        "labels-missing": (tmp_path / "nope.csv", tmp_path / "db", f"--labels {tmp_path / 'nope.csv'}: no such file"),
+    }[kind]
+    result = run_main(retrieval, ["build", "--labels", labels, "--db", db])
+    assert result.code == 1 and message in result.err
+    assert (tmp_path / "a-file").read_text() == "x" and not (tmp_path / "db").exists()
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("flags, message", [
+    (["-k", "0"], "-k/--top-k must be at least 1"),
+    (["--by", "image"], "--by image needs --clip-model"),
+    (["--device", "banana"], "--device 'banana': not a device"),
+], ids=["top-k-0", "by-image-without-clip", "device-unknown"])
+def test_a_bad_query_flag_is_refused_before_anything_loads(db, tmp_path, run_main, flags, message):
+    from llava.tasks.retrieval import main as retrieval
+
+    model = tmp_path / "broken-model"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "bert"}')
+    result = run_main(retrieval, ["query", "--db", db, "--image", tmp_path / "q.png", "--model-path", model, *flags],
+                      expect_code=2)
+    assert message in result.err
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["not-json", "not-utf8", "no-embedder-field"])
+def test_a_damaged_table_description_is_a_message(db, embedder, tmp_path, run_main, kind):
+    import shutil
+
+    from llava.tasks.retrieval import main as retrieval
+
+    broken = tmp_path / "broken.lancedb"
+    shutil.copytree(db, broken)
+    (broken / "llava_retrieval.json").write_bytes({"not-json": b"{", "not-utf8": b'{"embedder": "\xff"}',
+                                                   "no-embedder-field": b"{}"}[kind])
+    result = run_main(retrieval, ["query", "--db", broken, "--text", "shoes"])
+    assert result.code == 1 and "llava_retrieval.json: unreadable" in result.err and "rebuild the table" in result.err

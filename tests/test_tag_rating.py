@@ -180,7 +180,8 @@ def test_rater_writes_a_valid_rating_for_every_pair_and_resumes(sample, tiny_hf,
     pairs = [json.loads(line) for line in (out / "test" / "pairs.jsonl").read_text().splitlines()][:5]
     lines = [json.dumps(p) for p in pairs]
     lines += ['{"question_id": "gone", "image": "no_such.jpg", "tag": "red"}', "not json at all",
-              json.dumps({"id": "no-tag", "image": pairs[0]["image"]})]
+              json.dumps({"id": "no-tag", "image": pairs[0]["image"]}),
+              '{"question_id": "lone", "image": "%s", "tag": "red \\ud83d"}' % pairs[0]["image"]]
     src = tmp_path / "pairs.jsonl"
     src.write_text("\n".join(lines) + "\n")
     ratings = tmp_path / "ratings.jsonl"
@@ -200,6 +201,7 @@ def test_rater_writes_a_valid_rating_for_every_pair_and_resumes(sample, tiny_hf,
     errors = [json.loads(line)["error"] for line in ratings.with_name("ratings.errors.jsonl").read_text().splitlines()]
     assert any("no_such.jpg" in e for e in errors) and any(f"{src}:7: malformed JSON" in e for e in errors)
     assert any("'no-tag' has no tag" in e for e in errors)
+    assert any(f"{src}:9: field 'tag' holds an unpaired surrogate" in e for e in errors)  # not a crash at the end
     stats = json.loads(ratings.with_suffix(".stats.json").read_text())
     assert stats["rated"] == 5 and stats["flagged"] == 5 and stats["peak_rss_mib"] > 100
     # Run again: nothing is rated twice.
@@ -227,3 +229,114 @@ def test_constrained_score_is_the_likeliest_digit(sample, tiny_loaded):
     with torch.inference_mode():
         logits = tiny_loaded.model(**build_batch(tiny_loaded, [stem], [load_image(out / "images" / q.image)])).logits
     assert score == int(torch.argmax(logits[0, -1, digits]))
+
+
+# --- bad input (issue 18) --------------------------------------------------------------------------
+
+
+def broken_model(tmp_path):
+    """A model directory the loader rejects: a run that ends well never loaded it."""
+    model = tmp_path / "broken-model"
+    model.mkdir(exist_ok=True)
+    (model / "config.json").write_text('{"model_type": "bert"}')
+    return model
+
+
+BAD_PAIRS = {
+    "lone-surrogate-in-tag": ("pairs.jsonl", b'{"question_id": "s", "image": "a.png", "tag": "red \\ud83d"}\n',
+                              "pairs.jsonl:1: field 'tag' holds an unpaired surrogate"),
+    "csv-bytes-not-utf8": ("pairs.csv", b"question_id,image,tag\nc1,a.png,caf\xe9\n",
+                           "pairs.csv:2: field 'tag' holds bytes that are not UTF-8"),
+    "jsonl-bytes-not-utf8": ("pairs.jsonl", b'{"question_id": "u", "image": "a.png", "tag": "\xff"}\n',
+                             "pairs.jsonl:1: field 'tag' holds bytes that are not UTF-8"),
+    "id-object": ("pairs.jsonl", b'{"id": {"a": 1}, "image": "a.png", "tag": "red"}\n',
+                  "pairs.jsonl:1: question_id {'a': 1} is a dict"),
+    "id-bool": ("pairs.jsonl", b'{"question_id": false, "image": "a.png", "tag": "red"}\n',
+                "pairs.jsonl:1: question_id False is a bool"),
+    "tag-a-list": ("pairs.jsonl", b'{"question_id": "l", "image": "a.png", "tag": ["red"]}\n',
+                   "pairs.jsonl:1: 'l': tag must be text"),
+    "image-absolute": ("pairs.jsonl", b'{"question_id": "a", "image": "/etc/passwd", "tag": "red"}\n',
+                       "is not a path inside the image folder"),
+    "image-dotdot": ("pairs.jsonl", b'{"question_id": "d", "image": "../x.png", "tag": "red"}\n',
+                     "is not a path inside the image folder"),
+    "json-list-line": ("pairs.jsonl", b"[1, 2]\n", "pairs.jsonl:1: expected a JSON object, got list"),
+}
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", list(BAD_PAIRS))
+def test_a_bad_pair_is_an_error_record_and_the_run_goes_on(tmp_path, run_main, kind):
+    from llava.tasks.tag_rating import main as tag_rating
+
+    name, data, message = BAD_PAIRS[kind]
+    (tmp_path / name).write_bytes(data)
+    out = tmp_path / "ratings.jsonl"
+    result = run_main(tag_rating, ["--model-path", broken_model(tmp_path), "--input", tmp_path / name,
+                                   "--output", out, "--no-progress"], expect_code=0)
+    [error] = [json.loads(line) for line in out.with_name("ratings.errors.jsonl").read_text().splitlines()]
+    assert message in error["error"] and error["line"] in (1, 2), error
+    assert "1 errors in" in result.out and out.read_text() == ""
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("kind", ["output-is-the-input", "stats-file-is-the-key", "errors-file-is-the-input"])
+def test_ratings_over_an_input_are_refused_before_any_work(tmp_path, run_main, kind):
+    from llava.tasks.tag_rating import main as tag_rating
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"question_id": "p", "image": "a.png", "tag": "red"}\n')
+    key = tmp_path / "key.jsonl"
+    key.write_text('{"question_id": "p", "answers": [3]}\n')
+    out = {"output-is-the-input": pairs, "stats-file-is-the-key": tmp_path / "key.jsonl",
+           "errors-file-is-the-input": tmp_path / "pairs.jsonl"}[kind]
+    if kind == "stats-file-is-the-key":
+        key = key.rename(tmp_path / "ratings.stats.json")
+        out = tmp_path / "ratings.jsonl"
+    if kind == "errors-file-is-the-input":
+        pairs = pairs.rename(tmp_path / "ratings.errors.jsonl")
+        out = tmp_path / "ratings.jsonl"
+    before = pairs.read_bytes(), key.read_bytes()
+    result = run_main(tag_rating, ["--model-path", broken_model(tmp_path), "--input", pairs, "--output", out,
+                                   "--annotation-file", key, "--no-progress"])
+    assert result.code == 1 and "is the same file as" in result.err and "cannot load" not in result.text
+    assert (pairs.read_bytes(), key.read_bytes()) == before
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("flags, message", [
+    (["--max-new-tokens", "0"], "--max-new-tokens must be at least 1"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--num-workers", "-2"], "--num-workers must be at least 0"),
+    (["--device", "banana"], "--device 'banana': not a device"),
+    (["--image-folder", "/no/such/folder"], "--image-folder /no/such/folder: no such folder"),
+    (["--annotation-file", "/no/such/key.jsonl"], "--annotation-file /no/such/key.jsonl: no such file"),
+], ids=["max-new-tokens-0", "batch-size-0", "num-workers-negative", "device-unknown", "image-folder-missing",
+        "annotation-file-missing"])
+def test_a_bad_rating_flag_is_refused_before_the_model_loads(tmp_path, run_main, flags, message):
+    from llava.tasks.tag_rating import main as tag_rating
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"question_id": "p", "image": "a.png", "tag": "red"}\n')
+    result = run_main(tag_rating, ["--model-path", broken_model(tmp_path), "--input", pairs, "--output",
+                                   tmp_path / "r.jsonl", *flags])
+    assert result.code != 0 and message in result.err and "cannot load" not in result.text
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+@pytest.mark.bad_input
+def test_a_bad_line_in_the_ratings_being_resumed_is_reported_and_kept(tmp_path, run_main):
+    from llava.tasks.tag_rating import main as tag_rating
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"question_id": "p", "image": "a.png", "tag": "red"}\n')
+    out = tmp_path / "ratings.jsonl"
+    rating = {"question_id": "p", "image": "a.png", "tag": "red", "score": 3, "explanation": "ok", "text": "x",
+              "raw": "x", "flagged": False, "answer_id": "a", "model_id": "broken-model", "metadata": {}}
+    data = (json.dumps(rating) + "\n").encode() + b'{"question_id": "q", "text": "\xff"}\n'
+    out.write_bytes(data)
+    result = run_main(tag_rating, ["--model-path", broken_model(tmp_path), "--input", pairs, "--output", out,
+                                   "--no-progress"], expect_code=0)
+    assert f"{out}:2: not UTF-8 text" in result.out and "resuming: 1 of 1 pairs" in result.out
+    assert out.read_bytes() == data
+    [error] = [json.loads(line) for line in out.with_name("ratings.errors.jsonl").read_text().splitlines()]
+    assert error["line"] == 2 and error["file"] == str(out)

@@ -13,6 +13,12 @@ Nothing is lost silently: every key question is scored, a question without a
 usable answer (none, or an error record) scoring 0 and counted as missing;
 error records, answers to ids not in the key (not scored) and duplicate
 answers (the last one wins, as a resumed run appends its retries) are counted.
+A line of either file that cannot be used (not UTF-8, not a JSON object, no
+question_id, a key row without usable answers, a second key row for an id)
+is named with FILE:LINE on stderr, listed in the scores file and counted as
+"bad_lines"; the rest is scored.  The scores file is refused, before any
+work, when it is one of the inputs (the answers, the key, the questions, the
+answers' errors file).
 Scores are fractions (0-1; CIDEr-D 0-10 as coco-caption), means over all key
 questions; rating metrics are over the answers whose score could be parsed.
 The metrics themselves are llava/eval/metrics.py.
@@ -23,76 +29,113 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 from collections import defaultdict
 from pathlib import Path
 
 from llava.eval.answers_file import errors_path
+from llava.eval.json_lines import read_json_lines
 from llava.eval.metrics import bleu, caption_scores, gold_score, parse_score, rating_scores, short_answer_score
+from llava.eval.output_paths import check_inputs, check_outputs
+from llava.eval.question_file import question_id_of
 
 METRICS = ("vqa", "caption", "rating")
 NO_CATEGORY = "(none)"
 
 
-def read_jsonl(path: str | Path, required: tuple[str, ...] = ("question_id",)) -> list[tuple[int, dict]]:
-    """(line number, object) for each non-blank line; a bad line stops with FILE:LINE and what is wrong."""
+def read_jsonl(path: str | Path, required: tuple[str, ...] = ("question_id",),
+               bad: list[dict] | None = None) -> list[tuple[int, dict]]:
+    """(line number, object) for each usable non-blank line.  A line that is not UTF-8, not a JSON
+    object, lacks a required field or has a question_id that is not a string or an integer is left
+    out and added to `bad` as {"file", "line", "error"} (printed to stderr when no list is given)."""
     rows = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                raise SystemExit(f"{path}:{lineno}: not UTF-8 text") from None
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise SystemExit(f"{path}:{lineno}: malformed JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise SystemExit(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            for field in required:
-                if row.get(field) is None:
-                    raise SystemExit(f"{path}:{lineno}: missing '{field}'")
-            rows.append((lineno, row))
+    for lineno, row, error in read_json_lines(path):
+        if error is None and not isinstance(row, dict):
+            error = f"expected a JSON object, got {type(row).__name__}"
+        for field in required if error is None else ():
+            if row.get(field) is None:
+                error = f"missing '{field}'"
+                break
+        if error is None and "question_id" in required:
+            error = question_id_of(row["question_id"])[1]
+        if error is not None:
+            _bad(bad, path, lineno, error)
+            continue
+        rows.append((lineno, row))
     return rows
 
 
-def read_answers(path: str | Path) -> list[dict]:
-    rows = read_jsonl(path)
-    for lineno, row in rows:
+def _bad(bad: list[dict] | None, path, lineno: int, error: str) -> None:
+    record = {"file": str(path), "line": lineno, "error": f"{path}:{lineno}: {error}"}
+    if bad is None:
+        print(f"warning: {record['error']}; line left out", file=sys.stderr)
+    else:
+        bad.append(record)
+
+
+def read_answers(path: str | Path, bad: list[dict] | None = None) -> list[dict]:
+    rows = []
+    for lineno, row in read_jsonl(path, bad=bad):
         if "error" not in row and not isinstance(row.get("text"), str):
-            raise SystemExit(f"{path}:{lineno}: answer has neither a 'text' string nor an 'error'")
-    return [row for _, row in rows]
+            _bad(bad, path, lineno, "answer has neither a 'text' string nor an 'error'")
+            continue
+        rows.append(row)
+    return rows
 
 
-def read_annotations(path: str | Path) -> list[dict]:
-    """The key; a question_id twice is an error (which answer would be right?)."""
+def annotation_error(row: dict, metric: str | None) -> str | None:
+    """Why a key row cannot be scored with `metric` (None: any metric), or None."""
+    answers = row["answers"]
+    items = answers if isinstance(answers, list) else [answers]
+    if not items:
+        return "'answers' is empty"
+    if any(isinstance(a, (dict, list, bool)) or a is None for a in items):
+        return "'answers' must be a string, a number or a list of them"
+    choices = row.get("choices")
+    if choices is not None and not (isinstance(choices, list) and all(isinstance(c, (str, int, float))
+                                                                      for c in choices)):
+        return "'choices' must be a list of strings"
+    if metric == "rating":
+        try:
+            gold_score(answers)
+        except ValueError as exc:
+            return str(exc)
+    return None
+
+
+def read_annotations(path: str | Path, metric: str | None = None, bad: list[dict] | None = None) -> list[dict]:
+    """The key; a question_id twice is a bad line (which answer would be right?), the first one is kept."""
     first_line: dict[str, int] = {}
-    rows = read_jsonl(path, required=("question_id", "answers"))
-    for lineno, row in rows:
-        qid = str(row["question_id"])
-        if qid in first_line:
-            raise SystemExit(f"{path}:{lineno}: duplicate question_id {qid!r} (first on line {first_line[qid]})")
+    rows = []
+    for lineno, row in read_jsonl(path, required=("question_id", "answers"), bad=bad):
+        qid = question_id_of(row["question_id"])[0]
+        error = annotation_error(row, metric)
+        if error is None and qid in first_line:
+            error = f"duplicate question_id {qid!r} (first on line {first_line[qid]}); only the first is used"
+        if error is not None:
+            _bad(bad, path, lineno, error)
+            continue
         first_line[qid] = lineno
-    return [row for _, row in rows]
+        rows.append(row)
+    return rows
 
 
 def _index(answers_rows: list[dict], annotation_rows: list[dict]):
     key: dict[str, dict] = {}
     for i, row in enumerate(annotation_rows):
-        if row.get("question_id") is None or "answers" not in row:
-            raise ValueError(f"annotation row {i + 1}: needs 'question_id' and 'answers'")
-        qid = str(row["question_id"])
+        qid = question_id_of(row.get("question_id"))[0]
+        if qid is None or "answers" not in row:
+            raise ValueError(f"annotation row {i + 1}: needs 'question_id' (a string or an integer) and 'answers'")
         if qid in key:
             raise ValueError(f"annotation row {i + 1}: duplicate question_id {qid!r}")
         key[qid] = row
     answers: dict[str, dict] = {}
     duplicates = 0
     for i, row in enumerate(answers_rows):
-        if row.get("question_id") is None:
-            raise ValueError(f"answers row {i + 1}: no 'question_id'")
-        qid = str(row["question_id"])
+        qid = question_id_of(row.get("question_id"))[0]
+        if qid is None:
+            raise ValueError(f"answers row {i + 1}: no 'question_id' (a string or an integer)")
         duplicates += qid in answers
         answers[qid] = row  # the last one wins
     return key, answers, duplicates
@@ -205,7 +248,7 @@ _LABELS = {
     "spearman": "Spearman", "valid": "valid scores", "invalid": "invalid (unparseable) scores",
     "questions": "questions", "answered": "answered", "missing": "missing answers", "errors": "errors",
     "unknown_question_ids": "unknown question ids (not scored)", "duplicate_answers": "duplicate answers (last kept)",
-    "count": "count", "clip_score": "CLIPScore",
+    "count": "count", "clip_score": "CLIPScore", "bad_lines": "unreadable lines (left out)",
 }
 
 
@@ -234,9 +277,13 @@ def _write_json(path: Path, data: dict) -> None:
     """Temporary file then rename: an interrupted run never leaves half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    text = json.dumps(data, indent=2, ensure_ascii=False)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a file name that is not UTF-8 (lone surrogates in str form): \u-escape it
+        text = json.dumps(data, indent=2)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
+        f.write(text + "\n")
     os.replace(tmp, path)
 
 
@@ -248,10 +295,10 @@ def clip_scores(args, answers_rows: list[dict], key_rows: list[dict], result: di
 
     questions, _ = read_questions(args.question_file)
     image_of = {q.question_id: q.image for q in questions}
-    texts = {str(r["question_id"]): r["text"] for r in answers_rows if isinstance(r.get("text"), str)}
+    texts = {question_id_of(r["question_id"])[0]: r["text"] for r in answers_rows if isinstance(r.get("text"), str)}
     pairs = []
     for row in key_rows:
-        qid = str(row["question_id"])
+        qid = question_id_of(row["question_id"])[0]
         if qid in texts and image_of.get(qid):
             try:
                 pairs.append((qid, load_image(Path(args.image_folder) / image_of[qid]), texts[qid]))
@@ -279,25 +326,41 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.clip_model and (args.metric != "caption" or not args.question_file):
         ap.error("--clip-model needs --metric caption and --question-file")
+    answers_path = Path(args.answers_file)
+    output = Path(args.output) if args.output else answers_path.with_name(f"{answers_path.stem}_scores.json")
+    sidecar = errors_path(args.answers_file)
+    # Before reading anything: the inputs are there, and the scores file is none of them.
+    check_inputs({"--answers-file": args.answers_file, "--annotation-file": args.annotation_file,
+                  "--question-file": args.question_file},
+                 {"--image-folder": args.image_folder if args.clip_model and args.image_folder else None})
+    check_outputs({"--output" if args.output else "the scores file (default of --output)": output},
+                  {"--answers-file": args.answers_file, "--annotation-file": args.annotation_file,
+                   "--question-file": args.question_file, "the errors file of --answers-file": sidecar})
 
-    for path in (args.answers_file, args.annotation_file):
-        if not Path(path).is_file():
-            raise SystemExit(f"{path}: no such file")
-    answers = read_answers(args.answers_file)
-    key = read_annotations(args.annotation_file)
+    bad: list[dict] = []
+    answers = read_answers(args.answers_file, bad)
+    key = read_annotations(args.annotation_file, args.metric, bad)
+    for b in bad[:10]:
+        print(f"warning: {b['error']}; line left out", file=sys.stderr)
+    if len(bad) > 10:
+        print(f"warning: ... {len(bad) - 10} more unreadable lines, all listed in the scores file", file=sys.stderr)
+    if not key:
+        raise SystemExit(f"error: {args.annotation_file}: no usable annotation record"
+                         + (f" ({sum(b['file'] == str(args.annotation_file) for b in bad)} lines left out)"
+                            if bad else " (the file is empty)"))
     try:
         result = evaluate(answers, key, args.metric)
     except ValueError as exc:
         raise SystemExit(f"{args.annotation_file}: {exc}") from None
     if args.clip_model:
         result["scores"]["clip_score"] = clip_scores(args, answers, key, result)
-    sidecar = errors_path(args.answers_file)
     if sidecar.is_file():  # batch inference's errors (bad lines, missing images): their questions are missing
-        result["counts"]["errors"] += sum(1 for line in sidecar.read_text(encoding="utf-8").splitlines() if line.strip())
+        result["counts"]["errors"] += sum(1 for line in sidecar.read_bytes().splitlines() if line.strip())
         result["errors_file"] = str(sidecar)
+    if bad:
+        result["counts"]["bad_lines"] = len(bad)
+        result["bad_lines"] = bad[:1000]
     print(format_table(result))
-    answers_path = Path(args.answers_file)
-    output = Path(args.output) if args.output else answers_path.with_name(f"{answers_path.stem}_scores.json")
     _write_json(output, {"answers_file": str(args.answers_file), "annotation_file": str(args.annotation_file),
                          **result})
     print(f"\nscores written to {output}")

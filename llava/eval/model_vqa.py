@@ -17,10 +17,15 @@ model_id, metadata}`.  What differs from the original model_vqa(_loader):
   * resumable: answers are appended and fsynced per batch; run the same
     command after a kill and it answers only what is missing (`--no-resume`
     starts over);
-  * a bad question line, a missing or corrupt image, or a prompt longer than
+  * a bad question line (not UTF-8, not a JSON object, an unpaired surrogate
+    escape, an odd question_id, an image path outside --image-folder; see
+    question_file.py), a missing or corrupt image, or a prompt longer than
     the model's context is an error record in ANSWERS.errors.jsonl (line,
     question_id, reason) and the run goes on; errored questions are retried
-    by the next run;
+    by the next run; so is an unreadable line of the answers file resumed;
+  * every flag and path is checked before the model loads, and an answers
+    file (or its errors file) that is one of the inputs, a directory or a
+    file of the model is refused before any work (output_paths.py);
   * answers appear in batch order, not question order: match them by
     question_id (llava.eval.evaluate does).
 """
@@ -38,8 +43,11 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from llava.eval.answers_file import AnswersFile, errors_path, open_for_model, write_errors
+from llava.eval.output_paths import (check_inputs, check_outputs, refuse_outputs_in_model_dirs,
+                                     refuse_outputs_over_images)
 from llava.eval.question_file import Question, get_chunk, read_questions
 from llava.mm_utils import ImageError, load_image
+from llava.model.flags import check_flags
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +86,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite the answers file")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args(argv)
-    if args.load_4bit and args.load_8bit:
-        ap.error("choose one of --load-4bit and --load-8bit")
-    if args.batch_size < 1:
-        ap.error("--batch-size must be at least 1")
-    if not 0 <= args.min_new_tokens <= args.max_new_tokens:
-        ap.error("--min-new-tokens must be between 0 and --max-new-tokens")
+    # Every flag is checked here, before a file is read or the model loads (llava/model/flags.py).
+    check_flags(ap, args)
+    if args.num_chunks < 1:
+        ap.error(f"--num-chunks must be at least 1, got {args.num_chunks}")
     if not 0 <= args.chunk_idx < args.num_chunks:
-        ap.error(f"--chunk-idx must be in [0, {args.num_chunks})")
+        ap.error(f"--chunk-idx must be in [0, {args.num_chunks}), got {args.chunk_idx}")
     return args
+
+
+def check_files(args: argparse.Namespace) -> None:
+    """The inputs exist, and the answers file and its errors file can be written and are none of the
+    inputs (the question file, a file of the model): SystemExit naming the flag otherwise."""
+    check_inputs({"--question-file": args.question_file}, {"--image-folder": args.image_folder or None})
+    outputs = {"--answers-file": args.answers_file,
+               "the errors file of --answers-file": errors_path(args.answers_file)}
+    check_outputs(outputs, {"--question-file": args.question_file})
+    refuse_outputs_in_model_dirs(outputs, {"--model-path": args.model_path, "--model-base": args.model_base})
 
 
 class QuestionImages(Dataset):
@@ -146,6 +162,13 @@ def answer_id(model_id: str, question_id: str, text: str) -> str:
     return hashlib.sha1(f"{model_id}\0{question_id}\0{text}".encode()).hexdigest()[:22]
 
 
+def max_prompt_chars(loaded) -> int:
+    """More characters than any text that fits in the context can have: no token covers more characters
+    than its own string in the vocabulary has; twice that, for normalizers that shorten the text."""
+    longest = max((len(t) for t in loaded.tokenizer.get_vocab()), default=1)
+    return 2 * loaded.context_len * max(longest, 1)
+
+
 def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: str) -> dict:
     """Answer `questions` into `writer`; return counts, errors and throughput."""
     from contextlib import nullcontext
@@ -167,7 +190,13 @@ def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id:
     from llava.model.inputs import check_image_count, generate_batch, prompt_ids, render_prompt, to_model
 
     errors, todo, ids = [], [], []
+    most_chars = max_prompt_chars(loaded)
     for q in questions:
+        if len(q.text) > most_chars:  # refused before tokenizing it all, which takes long for megabytes
+            errors.append({"line": q.line, "question_id": q.question_id,
+                           "error": f"question text of {len(q.text)} characters cannot fit in the model's "
+                                    f"context of {loaded.context_len} tokens"})
+            continue
         row = prompt_ids(loaded, render_prompt(loaded, q.text, q.image is not None, args.conv_mode, q.history))
         try:
             check_image_count(loaded, row, q.image is not None)  # e.g. "<image>" typed into the text
@@ -235,26 +264,37 @@ def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    check_files(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
     questions, bad = read_questions(args.question_file)
+    refuse_outputs_over_images({"--answers-file": args.answers_file,
+                                "the errors file of --answers-file": errors_path(args.answers_file)},
+                               args.image_folder, [(q.image, q.line) for q in questions if q.image])
+    if not questions and not bad:
+        print(f"{args.question_file}: no questions (the file is empty)")
     questions = get_chunk(questions, args.num_chunks, args.chunk_idx)
     model_id = args.model_id or Path(args.model_path.rstrip("/")).name
     writer = open_for_model(args.answers_file, model_id, args.resume)
     if writer.torn:
         print(f"{args.answers_file}: cut off a half-written last line (a killed run); that question is asked again")
+    for e in writer.bad[:10]:
+        print(f"warning: {e['error']}")
     todo = [q for q in questions if q.question_id not in writer.done]
     if writer.done:
         print(f"resuming: {len(questions) - len(todo)} of {len(questions)} questions already answered "
               f"in {args.answers_file}")
-    errors = [{"line": b.line, "question_id": b.question_id, "error": b.error} for b in bad]
+    errors = writer.bad + [{"line": b.line, "question_id": b.question_id, "error": b.error} for b in bad]
     stats = {"answered": 0, "generated_tokens": 0, "seconds": 0.0, "errors": []}
     try:
         if todo:
             from llava.model.builder import load_pretrained_model
 
-            loaded = load_pretrained_model(args.model_path, args.model_base, load_4bit=args.load_4bit,
-                                           load_8bit=args.load_8bit, device=args.device)
+            try:
+                loaded = load_pretrained_model(args.model_path, args.model_base, load_4bit=args.load_4bit,
+                                               load_8bit=args.load_8bit, device=args.device)
+            except (OSError, ValueError) as exc:  # the loader's message names the file
+                raise SystemExit(f"error: cannot load --model-path {args.model_path}: {exc}") from None
             stats = run(loaded, todo, args, writer, model_id)
     except KeyboardInterrupt:
         print(f"\ninterrupted: {len(writer.done)} answers are safe in {args.answers_file}; "

@@ -2,18 +2,23 @@
 
     {"question_id": "q17", "image": "img/17.png", "text": "What color is the ball?", "category": "color"}
 
-A line that cannot be used (malformed JSON, no question_id, no text, a
-question_id seen before) does not stop the run: it becomes a `BadLine` with
-its line number and reason, which batch inference writes to the errors file.
-`image` may be missing or null (a text-only question).
+A line that cannot be used does not stop the run: it becomes a `BadLine`
+with its line number and reason, which batch inference writes to the errors
+file.  Unusable: bytes that are not UTF-8, malformed JSON, a value that is
+not an object, an unpaired surrogate escape (llava/eval/json_lines.py), no
+question_id or one that is not a string or an integer, no text, a
+question_id seen before, an image that is not a relative path inside the
+image folder.  `image` may be missing or null (a text-only question).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+
+from llava.data.images import normalize_relative
+from llava.eval.json_lines import read_json_lines
 
 
 @dataclass
@@ -35,45 +40,68 @@ class BadLine:
     error: str
 
 
+def question_id_of(value) -> tuple[str | None, str | None]:
+    """(the id as a string, None) or (None, why not).  Strings and integers (17.0 is 17) only: a
+    fraction, a bool or an object has no one string form that another file would match."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, "no question_id"
+    if isinstance(value, float) and value.is_integer():  # 17.0: an integer id a table tool wrote as float
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return None, f"question_id {value!r} is a {type(value).__name__}; it must be a string or an integer"
+    return str(value), None
+
+
+def image_name_error(image) -> str | None:
+    """Why an image field cannot name a file inside the image folder, or None when it can."""
+    if not isinstance(image, str):
+        return "image must be a path string"
+    if "\x00" in image:
+        return f"image {image!r} holds a NUL byte"
+    if normalize_relative(image) is None:
+        return f"image {image!r} is not a path inside the image folder (absolute, empty or '..')"
+    return None
+
+
 def read_questions(path: str | Path) -> tuple[list[Question], list[BadLine]]:
     """Every usable question in file order, and every unusable line with its reason."""
     questions: list[Question] = []
     bad: list[BadLine] = []
     first_seen: dict[str, int] = {}
     path = Path(path)
-    if not path.exists():
+    if not path.is_file():
         raise FileNotFoundError(f"{path}: no such question file")
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                bad.append(BadLine(lineno, None, f"{path}:{lineno}: malformed JSON ({exc.msg})"))
-                continue
-            if not isinstance(row, dict):
-                bad.append(BadLine(lineno, None, f"{path}:{lineno}: expected a JSON object"))
-                continue
-            qid = row.get("question_id")
-            if qid is None or str(qid) == "":
-                bad.append(BadLine(lineno, None, f"{path}:{lineno}: no question_id"))
-                continue
-            qid = str(qid)
-            text = row.get("text")
-            if not isinstance(text, str) or not text.strip():
-                bad.append(BadLine(lineno, qid, f"{path}:{lineno}: question {qid!r} has no text"))
-                continue
-            if qid in first_seen:
-                bad.append(BadLine(lineno, qid, f"{path}:{lineno}: question_id {qid!r} repeats line "
-                                                f"{first_seen[qid]}; only the first is answered"))
-                continue
-            image = row.get("image")
-            if image is not None and not isinstance(image, str):
-                bad.append(BadLine(lineno, qid, f"{path}:{lineno}: question {qid!r}: image must be a path string"))
-                continue
-            first_seen[qid] = lineno
-            questions.append(Question(qid, text, image or None, row.get("category"), lineno))
+    for lineno, row, error in read_json_lines(path):
+        if error is not None:
+            bad.append(BadLine(lineno, None, f"{path}:{lineno}: {error}"))
+            continue
+        if not isinstance(row, dict):
+            bad.append(BadLine(lineno, None, f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"))
+            continue
+        qid, error = question_id_of(row.get("question_id"))
+        if error is not None:
+            bad.append(BadLine(lineno, None, f"{path}:{lineno}: {error}"))
+            continue
+        text = row.get("text")
+        if not isinstance(text, str) or not text.strip():
+            bad.append(BadLine(lineno, qid, f"{path}:{lineno}: question {qid!r} has no text"))
+            continue
+        if qid in first_seen:
+            bad.append(BadLine(lineno, qid, f"{path}:{lineno}: question_id {qid!r} repeats line "
+                                            f"{first_seen[qid]}; only the first is answered"))
+            continue
+        image = row.get("image")
+        image = None if image == "" else image
+        error = image_name_error(image) if image is not None else None
+        if error is not None:
+            bad.append(BadLine(lineno, qid, f"{path}:{lineno}: question {qid!r}: {error}"))
+            continue
+        category = row.get("category")
+        if category is not None and not isinstance(category, (str, int, float)):
+            bad.append(BadLine(lineno, qid, f"{path}:{lineno}: question {qid!r}: category must be a string"))
+            continue
+        first_seen[qid] = lineno
+        questions.append(Question(qid, text, image, category, lineno))
     return questions, bad
 
 

@@ -41,7 +41,7 @@ def score_object(text: str, pattern: re.Pattern = _OBJECT) -> dict | None:
     for candidate in [text.strip(), *pattern.findall(text)]:
         try:
             obj = json.loads(candidate)
-        except (json.JSONDecodeError, ValueError):
+        except (json.JSONDecodeError, ValueError, RecursionError):  # RecursionError: "[[[[..." nested deep
             continue
         if isinstance(obj, dict) and "score" in obj:
             return obj

@@ -18,8 +18,13 @@ def add_model_args(ap: argparse.ArgumentParser) -> None:
 
 
 def check_model_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.load_4bit and args.load_8bit:
-        ap.error("choose one of --load-4bit and --load-8bit")
+    """Refuse (argparse's exit 2) a bad model flag before anything loads: both quantizations, a
+    --model-path or --model-base that is not a model directory, an unknown --conv-mode or --device."""
+    from llava.model.flags import model_flag_errors
+
+    errors = model_flag_errors(args)
+    if errors:
+        ap.error("; ".join(errors))
 
 
 def load_model(args: argparse.Namespace):
@@ -30,6 +35,15 @@ def load_model(args: argparse.Namespace):
     args.model_path = args.model_path or default_model_path()
     return load_pretrained_model(args.model_path, args.model_base, load_4bit=args.load_4bit,
                                  load_8bit=args.load_8bit, device=args.device)
+
+
+def load_model_or_exit(args: argparse.Namespace):
+    """load_model for a batch command: a model that cannot be loaded (a broken config.json, missing
+    weights) ends the run with the loader's message, which names the file, not with a traceback."""
+    try:
+        return load_model(args)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot load --model-path {args.model_path}: {exc}") from None
 
 
 def precision_note(args: argparse.Namespace) -> str:

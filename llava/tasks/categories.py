@@ -33,11 +33,19 @@ def normalize(text: str) -> str:
 
 
 def read_categories(path: str | Path) -> list[str]:
+    """The allowed list; a line that is not text (not UTF-8, over the line cap) stops here, naming it:
+    labelling against part of the list would silently change every label."""
+    from llava.eval.json_lines import read_text_lines
+
     path = Path(path)
+    if path.is_dir():
+        raise CategoryError(f"{path}: is a directory, not a categories file")
     if not path.is_file():
         raise CategoryError(f"{path}: no such categories file")
     cats, seen = [], {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line, error, _ in read_text_lines(path):
+        if error is not None:
+            raise CategoryError(f"{path}:{n}: {error}")
         name = line.strip()
         if not name or name.startswith("#"):
             continue

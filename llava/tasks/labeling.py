@@ -19,15 +19,18 @@ alone, a fine-tuned model described "3 shapes: ..." and then answered "two
 shapes").  The answers go
 to OUTPUT.answers.jsonl as they come, flushed per batch, so a killed run resumes
 where it stopped; labels.csv is rewritten from them at the end of each run.
-Images that cannot be read (corrupt, truncated, empty, not an image) are
-skipped and listed, with the reason, in OUTPUT.errors.jsonl.
+Images that cannot be read (corrupt, truncated, empty, not an image, a file
+name that is not UTF-8) are skipped and listed, with the reason, in
+OUTPUT.errors.jsonl, as are unreadable lines of the answers store being
+resumed.  A categories file that is not text stops the run before any work
+(labelling against part of the list would change every label), and so does an
+output that is one of the inputs or a bad flag.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
-import json
 import logging
 import os
 import sys
@@ -35,7 +38,8 @@ import tempfile
 from pathlib import Path
 
 from llava.eval.question_file import Question, get_chunk
-from llava.serve.model_args import add_model_args, check_model_args
+from llava.model.flags import check_flags
+from llava.serve.model_args import add_model_args
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
@@ -66,20 +70,34 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-resume", dest="resume", action="store_false")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args(argv)
-    check_model_args(ap, args)
+    check_flags(ap, args)  # model and count flags, before anything is read or loaded
+    if args.num_shards < 1:
+        ap.error(f"--num-shards must be at least 1, got {args.num_shards}")
     if not 0 <= args.shard_idx < args.num_shards:
-        ap.error(f"--shard-idx must be in [0, {args.num_shards})")
+        ap.error(f"--shard-idx must be in [0, {args.num_shards}), got {args.shard_idx}")
     args.temperature, args.top_p, args.num_beams = 0.0, None, 1
     return args
 
 
-def list_images(folder: str | Path) -> list[str]:
-    """Image files under folder (relative POSIX paths, sorted): the same order in every shard."""
+def list_images(folder: str | Path) -> tuple[list[str], list[dict]]:
+    """Image files under folder (relative POSIX paths, sorted: the same order in every shard), and the
+    ones left out: a file name that is not UTF-8 cannot be written into labels.csv or asked about."""
     root = Path(folder)
     if not root.is_dir():
-        raise SystemExit(f"error: {root}: no such folder")
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        raise SystemExit(f"error: --images {root}: no such folder")
+    images, skipped = [], []
+    for p in root.rglob("*"):
+        if not (p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+            continue
+        name = p.relative_to(root).as_posix()
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # os.fsdecode turned its bytes into lone surrogates
+            shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+            skipped.append({"image": shown, "error": f"{root}/{shown}: the file name is not UTF-8; rename it"})
+            continue
+        images.append(name)
+    return sorted(images), sorted(skipped, key=lambda e: e["image"])
 
 
 def description_questions(images: list[str]) -> list[Question]:
@@ -91,16 +109,6 @@ def category_questions(images: list[str], descriptions: dict[str, str], categori
     ask = category_question(categories)
     return [Question(f"{image}#category", ask, image, "category", n, history=((DESCRIBE, descriptions[image]),))
             for n, image in enumerate(images, 1) if image in descriptions]
-
-
-def read_answers(path: Path) -> dict[str, str]:
-    answers = {}
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                row = json.loads(line)
-                answers[row["question_id"]] = row["text"]
-    return answers
 
 
 def label_rows(images: list[str], answers: dict[str, str], matcher) -> list[dict]:
@@ -126,25 +134,53 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def check_files(args: argparse.Namespace) -> dict[str, Path]:
+    """The inputs exist, and no output (labels.csv, its answers store and errors file) is an input."""
+    from llava.eval.answers_file import errors_path
+    from llava.eval.output_paths import check_inputs, check_outputs, refuse_outputs_in_model_dirs
+
+    check_inputs({"--categories": args.categories},
+                 {"--images": args.images, "--embedder": None if args.embedder in (None, "none") else args.embedder})
+    output = Path(args.output)
+    outputs = {"--output": output, "the answers store of --output": output.with_suffix(".answers.jsonl"),
+               "the errors file of --output": errors_path(output)}
+    check_outputs(outputs, {"--categories": args.categories})
+    refuse_outputs_in_model_dirs(outputs, {"--model-path": args.model_path, "--model-base": args.model_base})
+    return outputs
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    outputs = check_files(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from llava.eval.answers_file import open_for_model, write_errors
+    from llava.eval.answers_file import open_for_model, read_answer_texts, write_errors
     from llava.eval.model_vqa import run
+    from llava.eval.output_paths import refuse_outputs_over_images
     from llava.serve.chat import default_model_path
-    from llava.serve.model_args import load_model
+    from llava.serve.model_args import load_model_or_exit
     from llava.tasks.categories import CategoryError, CategoryMatcher, load_text_embedder, read_categories
 
     try:
         categories = read_categories(args.categories)
     except CategoryError as exc:
         raise SystemExit(f"error: {exc}") from None
-    images = get_chunk(list_images(args.images), args.num_shards, args.shard_idx)
-    output = Path(args.output)
-    store_path = output.with_suffix(".answers.jsonl")
+    found, unnamed = list_images(args.images)
+    refuse_outputs_over_images(outputs, args.images, [(image, n) for n, image in enumerate(found, 1)])
+    images = get_chunk(found, args.num_shards, args.shard_idx)
+    if not found:
+        print(f"{args.images}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    # The embedder before any generation: one that cannot load must not waste the run.
+    try:
+        embedder = None if args.embedder == "none" else load_text_embedder(args.embedder)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: --embedder {args.embedder}: cannot load ({exc})") from None
+    output = outputs["--output"]
+    store_path = outputs["the answers store of --output"]
     args.model_path = args.model_path or default_model_path()
     model_id = args.model_id or Path(args.model_path.rstrip("/")).name
     store = open_for_model(store_path, model_id, args.resume, flag="--output")
+    for e in store.bad[:10]:
+        print(f"warning: {e['error']}")
     stats = {"answered": 0, "generated_tokens": 0, "seconds": 0.0, "errors": []}
     args.image_folder = args.images
     loaded = None
@@ -154,7 +190,7 @@ def main(argv=None) -> dict:
             if stage == "description":
                 questions = description_questions(images)
             else:
-                descriptions = {qid.rsplit("#", 1)[0]: text for qid, text in read_answers(store_path).items()
+                descriptions = {qid.rsplit("#", 1)[0]: text for qid, text in read_answer_texts(store_path).items()
                                 if qid.endswith("#description")}
                 questions = category_questions(images, descriptions, categories)
             todo = [q for q in questions if q.question_id not in store.done]
@@ -162,7 +198,7 @@ def main(argv=None) -> dict:
                 print(f"resuming: {len(questions) - len(todo)} of {len(questions)} {stage} answers already in "
                       f"{store_path}")
             if todo:
-                loaded = loaded or load_model(args)
+                loaded = loaded or load_model_or_exit(args)
                 part = run(loaded, todo, args, store, model_id)
                 for key in ("answered", "generated_tokens", "seconds"):
                     stats[key] += part[key]
@@ -172,14 +208,14 @@ def main(argv=None) -> dict:
         raise SystemExit(130) from None
     finally:
         store.close()
-    # One error per image, not one per question.
+    # One error per image, not one per question; then the store's unreadable lines and unusable file names.
     skipped = {}
     for e in stats["errors"]:
         image = e["question_id"].rsplit("#", 1)[0]
         skipped.setdefault(image, {"image": image, "error": e["error"]})
-    write_errors(output, list(skipped.values()))
-    embedder = None if args.embedder == "none" else load_text_embedder(args.embedder)
-    rows = label_rows(images, read_answers(store_path), CategoryMatcher(categories, embedder))
+    skipped.update({e["image"]: e for e in unnamed})
+    write_errors(output, list(skipped.values()) + store.bad)
+    rows = label_rows(images, read_answer_texts(store_path), CategoryMatcher(categories, embedder))
     write_csv(output, rows)
     flagged = sum(r["flagged"] == "yes" for r in rows)
     s = stats["seconds"]

@@ -78,22 +78,48 @@ def make_labeling_task(output_dir: str | Path, num_train: int = 1200, num_test: 
     return {"output_dir": out, "train": len(train), "test": len(truth["test"]), "queries": len(truth["queries"])}
 
 
+def read_rows(path: str | Path, columns: tuple[str, ...]) -> list[dict]:
+    """The rows of a labels or truth table that have `columns` as text; every other row is named on
+    stderr, with its line, and left out (bytes that are not UTF-8, a broken CSV record, a missing value)."""
+    from llava.data.tables import TableError, is_missing, open_table
+    from llava.eval.json_lines import unpaired_surrogate
+
+    try:
+        table = open_table(path)
+    except TableError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    missing = set(columns) - set(table.columns)
+    if table.has_header and missing:
+        raise SystemExit(f"error: {path}: no {', '.join(sorted(missing))} column")
+    rows = []
+    for rec in table.records:
+        error = rec.error
+        if error is None and any(is_missing(rec.values.get(c)) or not isinstance(rec.values.get(c), str)
+                                 for c in columns):
+            error = f"needs {', '.join(columns)} as text"
+        if error is None and unpaired_surrogate(rec.values) is not None:
+            error = "holds bytes that are not UTF-8 text"
+        if error is not None:
+            print(f"{rec.loc}: {error}; left out", file=sys.stderr)
+            continue
+        rows.append(rec.values)
+    return rows
+
+
 def read_truth(path: str | Path) -> dict[str, str]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return {r["image"]: r["category"] for r in csv.DictReader(f)}
+    return {r["image"]: r["category"] for r in read_rows(path, ("image", "category"))}
 
 
 def score_labels(labels: str | Path, truth_path: str | Path) -> dict:
     truth = read_truth(truth_path)
-    with open(labels, newline="", encoding="utf-8") as f:
-        rows = {r["image"]: r for r in csv.DictReader(f)}
+    rows = {r["image"]: r for r in read_rows(labels, ("image", "category"))}
     per = defaultdict(lambda: [0, 0])
     right = flagged = 0
     for image, category in truth.items():
         row = rows.get(image)
         ok = row is not None and row["category"] == category
         right += ok
-        flagged += row is not None and row["flagged"] == "yes"
+        flagged += row is not None and row.get("flagged") == "yes"
         per[category][0] += ok
         per[category][1] += 1
     n = len(truth)
@@ -105,16 +131,47 @@ def retrieval_precision(index, queries_dir: str | Path, truth_path: str | Path, 
                         table_truth: dict[str, str] | None = None) -> dict:
     """Mean precision@k over the query images: the share of the top k whose true category is the query's.
     The items' true categories come from table_truth (the catalogue's truth), not from the labels."""
-    from llava.mm_utils import load_image
+    from llava.data.images import normalize_relative
+    from llava.mm_utils import ImageError, load_image
 
     truth = read_truth(truth_path)
     precisions = []
     for image, category in truth.items():
-        result = index.search(describe_fn(load_image(Path(queries_dir) / image)), k)
+        try:
+            if normalize_relative(image) is None:
+                raise ImageError(f"{image!r}: not a path inside the queries folder")
+            picture = load_image(Path(queries_dir) / image)
+        except ImageError as exc:
+            print(f"{truth_path}: query {exc}; left out", file=sys.stderr)
+            continue
+        result = index.search(describe_fn(picture), k)
         hits = [table_truth.get(r["image"]) if table_truth else r["category"] for r in result["results"]]
         precisions.append(sum(h == category for h in hits) / k)
     return {"queries": len(precisions), "k": k,
             f"precision_at_{k}": sum(precisions) / len(precisions) if precisions else None}
+
+
+def check_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Every flag before any work: counts, the files and folders named, the output folder."""
+    from llava.eval.output_paths import check_inputs
+
+    if args.command == "sample":
+        for name in ("num_train", "num_test", "num_queries"):
+            if getattr(args, name) < 1:
+                ap.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
+        out = Path(args.output_dir)
+        if out.exists() and not out.is_dir():
+            raise SystemExit(f"error: --output-dir {out}: is a file, not a folder")
+    elif args.command == "score":
+        check_inputs({"--labels": args.labels, "--truth": args.truth})
+    else:
+        from llava.model.flags import model_flag_errors
+
+        errors = model_flag_errors(args) + ([f"-k must be at least 1, got {args.k}"] if args.k < 1 else [])
+        if errors:
+            ap.error("; ".join(errors))
+        check_inputs({"--truth": args.truth, "--table-truth": args.table_truth},
+                     {"--queries": args.queries, "--db": args.db})
 
 
 def main(argv=None) -> dict:
@@ -138,6 +195,7 @@ def main(argv=None) -> dict:
     r.add_argument("--table-truth", required=True, help="the table items' true categories")
     r.add_argument("-k", type=int, default=5)
     args = ap.parse_args(argv)
+    check_args(ap, args)
     if args.command == "sample":
         res = make_labeling_task(args.output_dir, args.num_train, args.num_test, args.num_queries)
         print(f"{res['train']} training conversations, {res['test']} images to label, {res['queries']} query images "
@@ -146,11 +204,11 @@ def main(argv=None) -> dict:
     if args.command == "score":
         res = score_labels(args.labels, args.truth)
     else:
-        from llava.serve.model_args import load_model
+        from llava.serve.model_args import load_model_or_exit
         from llava.tasks.categories import load_text_embedder
         from llava.tasks.retrieval import Index, describe
 
-        loaded = load_model(args)
+        loaded = load_model_or_exit(args)
         index = Index(args.db, load_text_embedder())
         res = retrieval_precision(index, args.queries, args.truth, lambda im: describe(loaded, im, args.conv_mode),
                                   args.k, read_truth(args.table_truth))

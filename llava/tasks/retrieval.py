@@ -23,13 +23,12 @@ that go with it rather than more of the same.  Scores are cosine similarities.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections import Counter
 from pathlib import Path
 
-from llava.serve.model_args import add_model_args, check_model_args
+from llava.serve.model_args import add_model_args
 
 TABLE = "items"
 
@@ -39,22 +38,36 @@ def item_text(category: str, description: str) -> str:
 
 
 def read_labels(path: str | Path) -> list[dict]:
+    """The usable rows of labels.csv; a row that cannot be used (bytes that are not UTF-8, a broken CSV
+    record, no image, neither description nor category) is named on stderr with its line and left out."""
+    from llava.data.tables import TableError, is_missing, open_table
+    from llava.eval.json_lines import unpaired_surrogate
+
     path = Path(path)
-    if not path.is_file():
-        raise SystemExit(f"error: {path}: no such labels file")
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        missing = {"image", "description", "category"} - set(reader.fieldnames or [])
-        if missing:
-            raise SystemExit(f"error: {path}: no {', '.join(sorted(missing))} column (labeling writes them)")
-        rows = []
-        for n, row in enumerate(reader, 2):
-            if not (row["image"] or "").strip() or not ((row["description"] or "").strip()
-                                                        or (row["category"] or "").strip()):
-                print(f"{path}:{n}: no image, or neither description nor category; left out", file=sys.stderr)
-                continue
-            rows.append({"image": row["image"].strip(), "description": (row["description"] or "").strip(),
-                         "category": (row["category"] or "").strip()})
+    if path.is_dir():
+        raise SystemExit(f"error: --labels {path}: is a directory, not a labels file")
+    try:
+        table = open_table(path)
+    except TableError as exc:
+        raise SystemExit(f"error: --labels {exc}") from None
+    missing = {"image", "description", "category"} - set(table.columns)
+    if table.has_header and missing:
+        raise SystemExit(f"error: {path}: no {', '.join(sorted(missing))} column (labeling writes them)")
+    rows = []
+    for rec in table.records:
+        v = {k: rec.values.get(k) for k in ("image", "description", "category")}
+        error = rec.error
+        if error is None and any(not is_missing(x) and not isinstance(x, str) for x in v.values()):
+            error = "image, description and category must be text"
+        if error is None and (unpaired_surrogate(v) is not None or any("\x00" in (x or "") for x in v.values())):
+            error = "holds bytes that are not UTF-8 text (or a lone surrogate escape, or a NUL)"
+        if error is None and (is_missing(v["image"]) or is_missing(v["description"]) and is_missing(v["category"])):
+            error = "no image, or neither description nor category"
+        if error is not None:
+            print(f"{rec.loc}: {error}; left out", file=sys.stderr)
+            continue
+        rows.append({"image": v["image"].strip(), "description": (v["description"] or "").strip(),
+                     "category": (v["category"] or "").strip()})
     return rows
 
 
@@ -110,7 +123,12 @@ class Index:
         meta_path = Path(db_path) / "llava_retrieval.json"
         if not meta_path.is_file():
             raise SystemExit(f"error: {db_path}: not a table built by `llava.tasks.retrieval build`")
-        self.meta = json.loads(meta_path.read_text())
+        try:
+            self.meta = json.loads(meta_path.read_bytes())
+            self.meta["embedder"], self.meta["dim"]
+        except (ValueError, KeyError, TypeError) as exc:  # ValueError: not UTF-8, not JSON
+            raise SystemExit(f"error: {meta_path}: unreadable ({exc!r}); rebuild the table with "
+                             "`llava.tasks.retrieval build`") from None
         if self.meta["embedder"] != embedder.name or self.meta["dim"] != embedder.dim:
             raise SystemExit(f"error: {db_path} was built with {self.meta['embedder']} ({self.meta['dim']}-d); "
                              f"the query embedder is {embedder.name} ({embedder.dim}-d): pass the same --embedder")
@@ -165,6 +183,30 @@ def format_results(result: dict) -> str:
     return "\n".join(lines)
 
 
+def check_paths(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The flags of `build` and `query`: files and folders there, --db not over --labels, counts."""
+    from llava.eval.output_paths import check_inputs
+    from llava.file_guard import refuse_output_dir_over_inputs
+    from llava.model.flags import model_flag_errors
+
+    check_inputs({}, {"--embedder": args.embedder})
+    if args.command == "build":
+        check_inputs({"--labels": args.labels}, {"--images": args.images})
+        db = Path(args.db)
+        if db.exists() and not db.is_dir():
+            raise SystemExit(f"error: --db {db}: is a file; the table is a folder")
+        refuse_output_dir_over_inputs("--db", db, [f"{TABLE}.lance", "llava_retrieval.json"], {"--labels": args.labels})
+        return
+    errors = model_flag_errors(args) if args.image else []
+    if args.top_k < 1:
+        errors.append(f"-k/--top-k must be at least 1, got {args.top_k}")
+    if args.by == "image" and not args.clip_model:
+        errors.append("--by image needs --clip-model")
+    if errors:
+        ap.error("; ".join(errors))
+    check_inputs({}, {"--db": args.db})
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
@@ -189,6 +231,7 @@ def main(argv=None) -> dict:
         p.add_argument("--clip-model", default=None,
                        help="open_clip model for image embeddings: local-dir:DIR or ARCH:WEIGHTS_FILE (optional)")
     args = ap.parse_args(argv)
+    check_paths(ap, args)  # every flag before the embedder or the model loads
     from llava.tasks.categories import load_text_embedder
 
     embedder = load_text_embedder(args.embedder)
@@ -204,9 +247,6 @@ def main(argv=None) -> dict:
         print(f"{n} items -> {args.db} (LanceDB table {TABLE!r}, {embedder.name} {embedder.dim}-d text embeddings"
               + (f", {clip.name} {clip.dim}-d image embeddings" if clip else "") + ")")
         return {"rows": n}
-    check_model_args(q, args)
-    if args.by == "image" and clip is None:
-        q.error("--by image needs --clip-model")
     index = Index(args.db, embedder, clip if args.by == "image" else None)
     if args.image and args.by == "image":
         from llava.mm_utils import ImageError
@@ -221,13 +261,13 @@ def main(argv=None) -> dict:
     if args.image:
         from llava.mm_utils import ImageError
         from llava.serve.images import open_image
-        from llava.serve.model_args import load_model
+        from llava.serve.model_args import load_model_or_exit
 
         try:
             image = open_image(args.image)
         except ImageError as exc:
             raise SystemExit(f"error: {exc}") from None
-        text = describe(load_model(args), image, args.conv_mode)
+        text = describe(load_model_or_exit(args), image, args.conv_mode)
     else:
         text = args.text
     result = index.search(text, args.top_k, args.mode)

@@ -14,7 +14,11 @@ score 0-5:
      "flagged": false, "model_id": ..., "answer_id": ..., "metadata": {"category": ...}}
 
 Generation is batch inference's (llava.eval.model_vqa: batched, length-sorted,
-resumable, bad rows to OUTPUT.errors.jsonl).  An answer with no valid JSON score
+resumable, bad rows to OUTPUT.errors.jsonl: a field that is not text (bytes that
+are not UTF-8, an unpaired surrogate escape), an id that is not a string or an
+integer, an image path outside --image-folder).  Flags and paths are checked
+before the model loads; an output (the ratings, OUTPUT.errors.jsonl,
+OUTPUT.stats.json) that is one of the inputs is refused before any work.  An answer with no valid JSON score
 is asked again with constrained decoding: the answer is forced to begin
 `{"explanation": "`, the explanation ends at its closing quote, and the score is
 the digit 0-5 the model finds most likely after `", "score": `.  Such lines have
@@ -34,8 +38,9 @@ from pathlib import Path
 
 import torch
 
-from llava.eval.question_file import BadLine, Question
-from llava.serve.model_args import add_model_args, check_model_args
+from llava.eval.question_file import BadLine, Question, image_name_error, question_id_of
+from llava.model.flags import check_flags
+from llava.serve.model_args import add_model_args
 from llava.tasks.rating_prompt import ANSWER_PREFIX, SCORE_PREFIX, format_answer, parse_answer, rating_prompt
 
 log = logging.getLogger(__name__)
@@ -55,12 +60,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite --output")
     ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args(argv)
-    check_model_args(ap, args)
-    if args.batch_size < 1:
-        ap.error("--batch-size must be at least 1")
+    check_flags(ap, args)  # model and count flags, before anything is read or loaded
     # What model_vqa.run reads: greedy, one beam.
     args.temperature, args.top_p, args.num_beams = 0.0, None, 1
     return args
+
+
+def _value_error(values: dict) -> str | None:
+    """A field that cannot be text: bytes that were not UTF-8, or a lone surrogate escape from JSON."""
+    from llava.data.tables import has_undecodable
+    from llava.eval.json_lines import unpaired_surrogate
+
+    for name, value in values.items():
+        if isinstance(value, str) and has_undecodable(value):
+            return f"field {name!r} holds bytes that are not UTF-8"
+    where = unpaired_surrogate(values)
+    return None if where is None else f"{where} holds an unpaired surrogate escape, which is not text"
 
 
 def read_pairs(path: str | Path) -> tuple[list[Question], list[BadLine], dict[str, str]]:
@@ -70,24 +85,34 @@ def read_pairs(path: str | Path) -> tuple[list[Question], list[BadLine], dict[st
     questions, bad, tags, seen = [], [], {}, {}
     for n, rec in enumerate(open_table(path).records, 1):
         where, line = str(rec.loc), rec.loc.line or rec.loc.row or n
-        if rec.error:
-            bad.append(BadLine(line, None, f"{where}: {rec.error}"))
+        error = rec.error or _value_error(rec.values)
+        if error:
+            bad.append(BadLine(line, None, f"{where}: {error}"))
             continue
         v = rec.values
         qid = v.get("question_id", v.get("id"))
         if is_missing(qid):
             bad.append(BadLine(line, None, f"{where}: no question_id (or id)"))
             continue
-        qid = str(qid)
-        if is_missing(v.get("tag")):
-            bad.append(BadLine(line, qid, f"{where}: {qid!r} has no tag"))
+        qid, error = question_id_of(qid)
+        if error:
+            bad.append(BadLine(line, None, f"{where}: {error}"))
+            continue
+        tag = v.get("tag")
+        if is_missing(tag) or not isinstance(tag, (str, int, float)):
+            bad.append(BadLine(line, qid, f"{where}: {qid!r} has no tag" if is_missing(tag)
+                               else f"{where}: {qid!r}: tag must be text"))
             continue
         if qid in seen:
             bad.append(BadLine(line, qid, f"{where}: {qid!r} repeats {seen[qid]}; only the first is rated"))
             continue
+        image = None if is_missing(v.get("image")) else v["image"]
+        error = image_name_error(image) if image is not None else None
+        if error:
+            bad.append(BadLine(line, qid, f"{where}: {qid!r}: {error}"))
+            continue
         seen[qid] = where
-        image = None if is_missing(v.get("image")) else str(v["image"])
-        tags[qid] = str(v["tag"]).strip()
+        tags[qid] = str(tag).strip()
         category = None if is_missing(v.get("category")) else str(v["category"])
         questions.append(Question(qid, rating_prompt(tags[qid]), image, category, line))
     return questions, bad, tags
@@ -164,7 +189,7 @@ class RatingWriter:
                 ratings.append(self.rating(r))
             except Exception as exc:  # e.g. the image became unreadable between the two reads
                 q = self.by_id[r["question_id"]]
-                log.exception("constrained retry of %s failed", q.question_id)
+                log.warning("constrained retry of %s failed: %s", q.question_id, exc)  # the run goes on
                 self.errors.append({"line": q.line, "question_id": q.question_id,
                                     "error": f"unparseable answer, and the constrained retry failed: {exc}"})
         self.answers_file.write(ratings)
@@ -190,31 +215,55 @@ def peak_memory() -> dict:
     return out
 
 
+def check_files(args: argparse.Namespace) -> dict[str, Path]:
+    """The inputs exist, and no output (the ratings, their errors and stats files) is an input; the
+    outputs by name."""
+    from llava.eval.answers_file import errors_path
+    from llava.eval.output_paths import check_inputs, check_outputs, refuse_outputs_in_model_dirs
+
+    check_inputs({"--input": args.input, "--annotation-file": args.annotation_file},
+                 {"--image-folder": args.image_folder or None})
+    outputs = {"--output": Path(args.output), "the errors file of --output": errors_path(args.output),
+               "the stats file of --output": Path(args.output).with_suffix(".stats.json")}
+    check_outputs(outputs, {"--input": args.input, "--annotation-file": args.annotation_file})
+    refuse_outputs_in_model_dirs(outputs, {"--model-path": args.model_path, "--model-base": args.model_base})
+    return outputs
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    outputs = check_files(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     from llava.data.tables import TableError
     from llava.eval.answers_file import errors_path, open_for_model, write_errors
     from llava.eval.model_vqa import run
+    from llava.eval.output_paths import refuse_outputs_over_images
     from llava.serve.chat import default_model_path
-    from llava.serve.model_args import load_model
+    from llava.serve.model_args import load_model_or_exit
 
     try:
         questions, bad, tags = read_pairs(args.input)
     except TableError as exc:
         raise SystemExit(f"error: {exc}") from None
+    refuse_outputs_over_images(outputs, args.image_folder, [(q.image, q.line) for q in questions if q.image])
+    if not questions and not bad:
+        print(f"{args.input}: no pairs to rate (the file is empty)")
     args.model_path = args.model_path or default_model_path()
     model_id = args.model_id or Path(args.model_path.rstrip("/")).name
     answers = open_for_model(args.output, model_id, args.resume, flag="--output")
+    if answers.torn:
+        print(f"{args.output}: cut off a half-written last line (a killed run); that pair is rated again")
+    for e in answers.bad[:10]:
+        print(f"warning: {e['error']}")
     todo = [q for q in questions if q.question_id not in answers.done]
     if answers.done:
         print(f"resuming: {len(questions) - len(todo)} of {len(questions)} pairs already rated in {args.output}")
-    errors = [{"line": b.line, "question_id": b.question_id, "error": b.error} for b in bad]
+    errors = answers.bad + [{"line": b.line, "question_id": b.question_id, "error": b.error} for b in bad]
     stats = {"answered": 0, "generated_tokens": 0, "seconds": 0.0, "errors": []}
     flagged = 0
     try:
         if todo:
-            loaded = load_model(args)
+            loaded = load_model_or_exit(args)
             rater = ConstrainedRater(loaded, args.conv_mode, args.image_folder, args.max_new_tokens)
             writer = RatingWriter(answers, todo, tags, rater)
             start = time.perf_counter()
@@ -243,7 +292,11 @@ def main(argv=None) -> dict:
     if args.annotation_file:
         from llava.eval.evaluate import evaluate, format_table, read_annotations, read_answers
 
-        scores = evaluate(read_answers(args.output), read_annotations(args.annotation_file), metric="rating")
+        key = read_annotations(args.annotation_file, "rating")  # its unusable lines are printed, and left out
+        if not key:
+            print(f"{args.annotation_file}: no usable gold score; no metrics")
+            return result
+        scores = evaluate(read_answers(args.output), key, metric="rating")
         print(format_table(scores))
         result["metrics"] = scores["scores"]
     return result
