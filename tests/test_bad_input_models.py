@@ -236,3 +236,20 @@ def test_convert_refuses_with_one_line(run_main, tiny_original, tiny_hf, tmp_pat
     assert digest(orig) == before
     if case != "output-is-the-input":
         assert not out.is_dir()
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("entry", ["llava.serve.openai_api", "llava.serve.web", "llava.eval.model_vqa"])
+def test_servers_and_batch_runs_name_a_damaged_model_in_one_line(tiny_hf, tmp_path, run_process, entry):
+    model = tmp_path / "model"
+    shutil.copytree(tiny_hf, model)
+    (model / "config.json").write_text("[1, 2]")
+    extra = []
+    if entry == "llava.eval.model_vqa":
+        (tmp_path / "q.jsonl").write_text('{"question_id": "q1", "text": "Hi?"}\n')
+        extra = ["--question-file", tmp_path / "q.jsonl", "--answers-file", tmp_path / "a.jsonl"]
+    import sys
+
+    r = run_process([sys.executable, "-m", entry, "--model-path", model, *extra], timeout=300)
+    assert r.code == 1, r
+    assert f"{model / 'config.json'}: expected a JSON object" in r.err, r

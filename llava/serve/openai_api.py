@@ -430,14 +430,14 @@ def main(argv=None) -> int:
 
     from llava.serve.chat import default_model_path
     from llava.serve.http_limits import with_header_timeout
-    from llava.serve.model_args import load_model
+    from llava.serve.model_args import load_model_or_exit
 
     args.model_path = args.model_path or default_model_path()
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         log.warning("listening on %s without --api-key: anyone who can reach this port can use the model",
                     args.host)
     log.info("loading %s ...", args.model_path)
-    loaded = load_model(args)
+    loaded = load_model_or_exit(args)
     cfg = ServerConfig(served_model_name(args), args.media, args.api_key, args.conv_mode, args.max_request_bytes,
                        args.max_image_pixels, args.max_tokens, args.request_timeout, args.max_queued_requests,
                        args.body_timeout)

@@ -258,11 +258,11 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from llava.serve.model_args import load_model, precision_note
+    from llava.serve.model_args import load_model_or_exit, precision_note
 
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.auth:
         log.warning("listening on %s without --auth: anyone who can reach this port can use the model", args.host)
-    loaded = load_model(args)
+    loaded = load_model_or_exit(args)
     log.info("loaded %s%s", args.model_path, precision_note(args))
     index = None
     if args.retrieval_db:
