@@ -39,9 +39,9 @@ def printable(value: str | bytes | os.PathLike) -> str:
 
 
 def first_surrogate(text: str) -> str | None:
-    """How the first undecodable character of text reads in a message ("byte 0xff"), or None."""
+    """How the first undecodable character of text reads in a message ("a byte 0xff"), or None."""
     m = _SURROGATE.search(text)
     if m is None:
         return None
     code = ord(m.group())
-    return f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"unpaired surrogate \\u{code:04x}"
+    return f"a byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"an unpaired surrogate \\u{code:04x}"

@@ -129,8 +129,12 @@ def test_a_bad_image_file_is_refused_before_the_model_loads(run_main, tmp_path, 
     from llava.serve.cli import main
 
     path, words = _image_cases(tmp_path)[case]
-    # A model path that does not exist: had the image been accepted, loading would have said so instead.
-    result = run_main(main, ["--model-path", tmp_path / "no-model", "--image-file", path], expect_code=2)
+    # A model directory the loader refuses (its flag check passes): had the image been accepted, loading
+    # would have said so instead.
+    model = tmp_path / "no-model"
+    model.mkdir()
+    (model / "config.json").write_text("[1, 2]")
+    result = run_main(main, ["--model-path", model, "--image-file", path], expect_code=2)
     assert f"error: {path}: " in result.err and words in result.err
     assert "loading" not in result.out
 
@@ -149,8 +153,9 @@ def test_a_model_that_cannot_load_is_one_line_naming_the_file(run_main, tiny_hf,
         (model / "config.json").write_text("[1, 2]")
     if case == "corrupt-weights":
         (model / "model.safetensors").write_bytes(b"\xff" * 64)
-    result = run_main(main, ["--model-path", model], expect_code=1)
-    named = {"missing-dir": f"{model}: no such model directory",
+    # A missing directory is refused with the other flags (exit 2), before the chat begins to load.
+    result = run_main(main, ["--model-path", model], expect_code=2 if case == "missing-dir" else 1)
+    named = {"missing-dir": f"--model-path {model}: no such model directory",
              "config-array": f"{model}/config.json: expected a JSON object",
              "corrupt-weights": f"{model}/model.safetensors: not a readable safetensors file"}[case]
     assert named in result.err, result

@@ -206,7 +206,7 @@ def _table_case(tmp_path: Path, case: str) -> tuple[Path, int, str, str]:
     path.write_bytes(ok.encode() + b"\n" + bad + b"\n" + ok.encode() + b"\n")
     kind, words = {
         "jsonl-not-utf8": ("undecodable_text", "field 'answer' has a byte 0xe9"),
-        "jsonl-lone-surrogate-escape": ("undecodable_text", "field 'question' has a unpaired surrogate \\ud83d"),
+        "jsonl-lone-surrogate-escape": ("undecodable_text", "field 'question' has an unpaired surrogate \\ud83d"),
         "jsonl-nested-too-deep": ("malformed_json", "nested too deeply"),
         "jsonl-huge-integer": ("malformed_json", "Exceeds the limit"),
         "jsonl-not-an-object": ("unreadable_record", "expected a JSON object, got list"),

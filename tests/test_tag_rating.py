@@ -201,7 +201,7 @@ def test_rater_writes_a_valid_rating_for_every_pair_and_resumes(sample, tiny_hf,
     errors = [json.loads(line)["error"] for line in ratings.with_name("ratings.errors.jsonl").read_text().splitlines()]
     assert any("no_such.jpg" in e for e in errors) and any(f"{src}:7: malformed JSON" in e for e in errors)
     assert any("'no-tag' has no tag" in e for e in errors)
-    assert any(f"{src}:9: field 'tag' holds an unpaired surrogate" in e for e in errors)  # not a crash at the end
+    assert any(f"{src}:9: field 'tag' has an unpaired surrogate" in e for e in errors)  # not a crash at the end
     stats = json.loads(ratings.with_suffix(".stats.json").read_text())
     assert stats["rated"] == 5 and stats["flagged"] == 5 and stats["peak_rss_mib"] > 100
     # Run again: nothing is rated twice.
@@ -244,11 +244,11 @@ def broken_model(tmp_path):
 
 BAD_PAIRS = {
     "lone-surrogate-in-tag": ("pairs.jsonl", b'{"question_id": "s", "image": "a.png", "tag": "red \\ud83d"}\n',
-                              "pairs.jsonl:1: field 'tag' holds an unpaired surrogate"),
+                              "pairs.jsonl:1: field 'tag' has an unpaired surrogate \\ud83d that is not UTF-8 text"),
     "csv-bytes-not-utf8": ("pairs.csv", b"question_id,image,tag\nc1,a.png,caf\xe9\n",
-                           "pairs.csv:2: field 'tag' holds bytes that are not UTF-8"),
+                           "pairs.csv:2: field 'tag' has a byte 0xe9 that is not UTF-8 text"),
     "jsonl-bytes-not-utf8": ("pairs.jsonl", b'{"question_id": "u", "image": "a.png", "tag": "\xff"}\n',
-                             "pairs.jsonl:1: field 'tag' holds bytes that are not UTF-8"),
+                             "pairs.jsonl:1: field 'tag' has a byte 0xff that is not UTF-8 text"),
     "id-object": ("pairs.jsonl", b'{"id": {"a": 1}, "image": "a.png", "tag": "red"}\n',
                   "pairs.jsonl:1: question_id {'a': 1} is a dict"),
     "id-bool": ("pairs.jsonl", b'{"question_id": false, "image": "a.png", "tag": "red"}\n',
@@ -260,6 +260,7 @@ BAD_PAIRS = {
     "image-dotdot": ("pairs.jsonl", b'{"question_id": "d", "image": "../x.png", "tag": "red"}\n',
                      "is not a path inside the image folder"),
     "json-list-line": ("pairs.jsonl", b"[1, 2]\n", "pairs.jsonl:1: expected a JSON object, got list"),
+    "jsonl-nested-too-deep": ("pairs.jsonl", b"[" * 100_000 + b"]" * 100_000 + b"\n", "nested too deeply"),
 }
 
 

@@ -102,11 +102,11 @@ def _undecodable(values: Any, where: str = "") -> str | None:
     """The first field (key path) of a record whose text is not valid UTF-8, described; None if none."""
     if isinstance(values, str):
         bad = first_surrogate(values)
-        return None if bad is None else f"{where or 'the value'} has a {bad} that is not UTF-8 text"
+        return None if bad is None else f"{where or 'the value'} has {bad} that is not UTF-8 text"
     if isinstance(values, dict):
         for key, value in values.items():
             if isinstance(key, str) and has_surrogates(key):
-                return f"field name {printable(key)!r} has a {first_surrogate(key)} that is not UTF-8 text"
+                return f"field name {printable(key)!r} has {first_surrogate(key)} that is not UTF-8 text"
             found = _undecodable(value, f"{where}.{key}" if where else f"field {key!r}")
             if found:
                 return found

@@ -60,7 +60,7 @@ def read_line(prompt: str) -> str | None:
         return None
     bad = first_surrogate(line)
     if bad is not None:
-        print(f"error: that line has a {bad} that is not UTF-8 text; it was not sent (the conversation is kept). "
+        print(f"error: that line has {bad} that is not UTF-8 text; it was not sent (the conversation is kept). "
               "Type it again.", flush=True)
         return ""
     return line
