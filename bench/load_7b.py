@@ -30,7 +30,8 @@ import torch
 from PIL import Image
 from transformers import CLIPVisionConfig, LlamaConfig
 
-from llava.model.convert import _write_bins, hf_key_to_original
+from llava.model.convert import _write_bins
+from llava.model.directories import hf_key_to_original
 from llava.model.projector import make_config, model_class_for
 
 SIZES = {

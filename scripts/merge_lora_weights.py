@@ -22,16 +22,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
+from llava.file_guard import refuse_outputs_over_inputs  # noqa: E402
+from llava.model.builder import load_pretrained_model  # noqa: E402
+from llava.model.directories import is_lora_dir, read_adapter_config  # noqa: E402
+from llava.model.errors import AdapterMismatch, ModelLoadError  # noqa: E402
+from llava.model.processor import save_processor  # noqa: E402
+from llava.staged_dir import staged_dir  # noqa: E402
+
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def check_paths(args) -> None:
     """Everything that can be refused before the (long) load: SystemExit with a message."""
-    from llava.file_guard import refuse_outputs_over_inputs
-    from llava.model.errors import ModelLoadError
-    from llava.model.lora import is_lora_dir
-    from llava.model.weights import read_json_object
-
     lora = Path(args.model_path)
     if not lora.is_dir():
         raise SystemExit(f"error: --model-path {lora}: no such directory")
@@ -40,7 +42,7 @@ def check_paths(args) -> None:
     base = args.model_base
     if base is None:  # the base the adapter names: it must not be overwritten either
         try:
-            base = read_json_object(lora / "adapter_config.json").get("base_model_name_or_path")
+            base = read_adapter_config(lora).get("base_model_name_or_path")
         except ModelLoadError as exc:
             raise SystemExit(f"error: {exc}") from None
     # Saving over the adapter or the base would destroy what the merge reads.
@@ -64,13 +66,6 @@ def main(argv=None) -> None:
     ap.add_argument("--dtype", default="float32", choices=sorted(DTYPES), help="dtype of the saved weights")
     args = ap.parse_args(argv)
     check_paths(args)
-
-    from llava.model.builder import load_pretrained_model
-    from llava.model.errors import ModelLoadError
-    from llava.model.lora import AdapterMismatch
-    from llava.model.processor import save_processor
-    from llava.staged_dir import staged_dir
-
     try:
         loaded = load_pretrained_model(args.model_path, args.model_base, merge_lora=True, dtype=torch.float32)
     except AdapterMismatch as exc:

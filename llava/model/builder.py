@@ -4,10 +4,11 @@
     (b) an original LLaVA checkpoint (LlavaLlamaForCausalLM), converted on load
     (c) a LoRA output directory, with --model-base naming its base
 
-The kind is decided by the files in the directory, never by its name (the
-original breaks when a LoRA path lacks "llava" or "lora").  4-bit / 8-bit go
-through bitsandbytes; the vision tower, projector and lm_head stay in full
-precision, as in the original, which also keeps image features exact.
+It reads top to bottom: detect what the directories are (llava.model.directories, which reads each
+config.json once), load the model (HF, or an original converted in memory), apply the LoRA run,
+finish quantization.  4-bit / 8-bit go through bitsandbytes, which quantizes as the weights load;
+the vision tower, projector and lm_head stay in full precision, as in the original, which also
+keeps image features exact.
 
 Whatever is wrong with a directory (missing, a damaged weight file, a config.json
 that is not an object, a LoRA directory given as the base), loading raises
@@ -19,17 +20,17 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-from transformers import AutoConfig, BitsAndBytesConfig
+from transformers import BitsAndBytesConfig
 
-from llava.model.convert import is_original_config, load_original, read_config_json
+from llava.model.convert import load_original
+from llava.model.directories import ModelDir, lora_base, open_model_dir, read_non_lora_trainables
 from llava.model.errors import ModelLoadError, loading
-from llava.model.lora import apply_lora, is_lora_dir, load_non_lora_into, lora_dir_config, read_non_lora_trainables
+from llava.model.lora import apply_lora, load_non_lora_into
 from llava.model.processor import load_processor, num_image_tokens
 from llava.model.projector import model_class_for, projector_type_of
-from llava.model.weights import check_safetensors, read_json_object, weight_files
+from llava.model.weights import check_safetensors, weight_files
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,10 @@ class LoadedModel:
     def image_token_id(self) -> int:
         return self.model.config.image_token_id
 
+    def __iter__(self):
+        """The original's `tokenizer, model, image_processor, context_len = load_pretrained_model(...)`."""
+        return iter((self.tokenizer, self.model, self.image_processor, self.context_len))
+
 
 def resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
@@ -93,37 +98,6 @@ def attention_implementation(device: str) -> str:
     return "sdpa"
 
 
-def detect_kind(path: Path) -> str:
-    if is_lora_dir(path):
-        return "lora"
-    cfg = read_config_json(path)
-    if "text_config" in cfg and "vision_config" in cfg:
-        return "hf"
-    if is_original_config(cfg):
-        return "original"
-    raise ModelLoadError(
-        f"{path}/config.json is neither a llava model (no text_config/vision_config) nor an original LLaVA "
-        f"checkpoint (no mm_vision_tower); model_type is {cfg.get('model_type')!r}. A plain language model "
-        "is a base for training (--model_name_or_path), not a model to load here."
-    )
-
-
-def _local(path: str, flag: str = "--model-path") -> Path:
-    p = Path(path)
-    if p.is_dir():
-        return p
-    if p.exists():
-        raise ModelLoadError(f"{flag} {path}: a file, not a model directory")
-    if p.is_absolute() or path.startswith(("./", "../")) or path.count("/") != 1:
-        raise ModelLoadError(f"{flag} {path}: no such model directory")
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(path))
-    except Exception as exc:
-        raise ModelLoadError(f"{flag} {path}: not a local directory, and not available from the hub ({exc})") from exc
-
-
 def load_pretrained_model(
     model_path: str,
     model_base: str | None = None,
@@ -144,37 +118,95 @@ def load_pretrained_model(
     with loading(model_path):  # anything else that goes wrong, as ModelLoadError naming the directory
         device = resolve_device(device)
         dtype = dtype or default_dtype(device)
-        kwargs = {"dtype": dtype, "attn_implementation": attn_implementation or attention_implementation(device)}
-        if load_4bit:
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True,
-                bnb_4bit_quant_type=quant_type,
-                bnb_4bit_use_double_quant=double_quant,
-                bnb_4bit_compute_dtype=dtype,
-                llm_int8_skip_modules=QUANT_SKIP,
-            )
-        elif load_8bit:
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP)
-        if device != "cpu" or load_4bit or load_8bit:
-            kwargs["device_map"] = {"": device}
+        kwargs = from_pretrained_kwargs(device, dtype, attn_implementation or attention_implementation(device),
+                                        load_4bit, load_8bit, quant_type, double_quant)
 
-        path = _local(model_path)
-        kind = detect_kind(path)
-        if kind == "lora":
-            model, processor = _load_lora(path, model_base, kwargs, vision_tower, image_aspect_ratio, merge_lora)
+        # 1. detect: what the path is, and for a LoRA run what its base is
+        target = open_model_dir(model_path)
+        lora = target if target.kind == "lora" else None
+        if lora:
+            base_path = lora_base(lora, model_base)
+            base = open_model_dir(base_path, "--model-base")
+            if base.kind == "lora":
+                raise ModelLoadError(f"--model-base {base_path}: a LoRA output directory itself "
+                                     f"(adapter_config.json); give the model {lora.path} was trained on")
         else:
             if model_base:
-                log.warning("--model-base %s ignored: %s is a complete model, not a LoRA directory", model_base, path)
-            model, processor = _load_full(path, kind, kwargs, vision_tower, image_aspect_ratio)
+                log.warning("--model-base %s ignored: %s is a complete model, not a LoRA directory",
+                            model_base, target.path)
+            base = target
+        non_lora = read_non_lora_trainables(lora) if lora else {}
+
+        # 2. load: a transformers llava directory, or an original checkpoint converted in memory
+        model, processor = _load(base, kwargs, vision_tower, image_aspect_ratio, lora, non_lora)
+
+        # 3. apply LoRA: the fully trained parts (projector; a bare-LLM base has them already, and a
+        # second copy changes nothing), then the adapter
+        if lora:
+            ptype = projector_type_of(model.config)
+            load_non_lora_into(model, non_lora, ptype, str(lora.path))
+            if "quantization_config" in kwargs and merge_lora:
+                log.info("4-bit/8-bit base: the adapter stays unmerged (merging into quantized weights loses precision)")
+            model = apply_lora(model, lora, ptype, merge=merge_lora and "quantization_config" not in kwargs)
+
+        # 4. quantize: bitsandbytes did as the weights loaded; what is left is its CPU fix-up
         if load_4bit:
             keep_bnb_cpu_packing_to_fitting_layers(model)
-        model.eval()
-        tok = processor.tokenizer
-        model.generation_config.pad_token_id = tok.pad_token_id
-        if model.generation_config.eos_token_id is None:
-            model.generation_config.eos_token_id = tok.eos_token_id
-        context_len = getattr(model.config.text_config, "max_position_embeddings", 2048)
-        return LoadedModel(model, processor, kind, context_len)
+        return _ready(model, processor, target.kind)
+
+
+def from_pretrained_kwargs(device: str, dtype: torch.dtype, attn_implementation: str, load_4bit: bool,
+                           load_8bit: bool, quant_type: str, double_quant: bool) -> dict:
+    """from_pretrained's keyword arguments: dtype, attention, device placement, bitsandbytes' quantization."""
+    kwargs = {"dtype": dtype, "attn_implementation": attn_implementation}
+    if load_4bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type=quant_type,
+            bnb_4bit_use_double_quant=double_quant,
+            bnb_4bit_compute_dtype=dtype,
+            llm_int8_skip_modules=QUANT_SKIP,
+        )
+    elif load_8bit:
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP)
+    if device != "cpu" or load_4bit or load_8bit:
+        kwargs["device_map"] = {"": device}
+    return kwargs
+
+
+def _load(base: ModelDir, kwargs: dict, vision_tower, image_aspect_ratio, lora: ModelDir | None, non_lora: dict):
+    """(model, processor) of `base`: the model itself, or the base of the LoRA run `lora`."""
+    if lora and lora.is_original and base.kind == "other":
+        # The original's usual LoRA run: the base is the bare LLM (e.g. vicuna-7b-v1.5); the LoRA
+        # directory's config names the tower and non_lora_trainables holds the projector.
+        config, state, processor = load_original(
+            lora, vision_tower, image_aspect_ratio, llm_weights=base.path, extra_state=non_lora
+        )
+        return model_class_for(config).from_pretrained(None, config=config, state_dict=state, **kwargs), processor
+    if base.kind == "hf":
+        check_safetensors(weight_files(base.path))  # a damaged file named here; safetensors' own error names none
+        config = base.transformers_config()
+        model = model_class_for(config).from_pretrained(base.path, config=config, **kwargs)
+        processor = load_processor(base.path, model.config, image_aspect_ratio)
+    elif base.kind == "original":
+        config, state, processor = load_original(base, vision_tower, image_aspect_ratio)
+        model = model_class_for(config).from_pretrained(None, config=config, state_dict=state, **kwargs)
+    else:
+        raise base.not_a_llava_model()
+    if lora and (lora.path / "tokenizer_config.json").exists() and lora.config and "text_config" in lora.config:
+        processor = load_processor(lora.path, model.config, image_aspect_ratio)  # ours: saved with the run
+    return model, processor
+
+
+def _ready(model, processor, kind: str) -> LoadedModel:
+    """Eval mode, and generation that pads and stops with the tokenizer's tokens."""
+    model.eval()
+    tok = processor.tokenizer
+    model.generation_config.pad_token_id = tok.pad_token_id
+    if model.generation_config.eos_token_id is None:
+        model.generation_config.eos_token_id = tok.eos_token_id
+    context_len = getattr(model.config.text_config, "max_position_embeddings", 2048)
+    return LoadedModel(model, processor, kind, context_len)
 
 
 def keep_bnb_cpu_packing_to_fitting_layers(model) -> int:
@@ -196,61 +228,3 @@ def keep_bnb_cpu_packing_to_fitting_layers(model) -> int:
             module.support_avx512bf16_for_cpu = False
             changed += 1
     return changed
-
-
-def _load_full(path: Path, kind: str, kwargs: dict, vision_tower, image_aspect_ratio):
-    if kind == "hf":
-        check_safetensors(weight_files(path))  # a damaged file named here; safetensors' own error names none
-        config = AutoConfig.from_pretrained(path)
-        model = model_class_for(config).from_pretrained(path, **kwargs)
-        return model, load_processor(path, model.config, image_aspect_ratio)
-    config, state, processor = load_original(path, vision_tower, image_aspect_ratio)
-    model = model_class_for(config).from_pretrained(None, config=config, state_dict=state, **kwargs)
-    return model, processor
-
-
-def _load_lora(path: Path, model_base, kwargs, vision_tower, image_aspect_ratio, merge):
-    base = model_base or _base_from_adapter_config(path)
-    base_path = _local(base, "--model-base")
-    if is_lora_dir(base_path):
-        raise ModelLoadError(f"--model-base {base}: a LoRA output directory itself (adapter_config.json); give "
-                             f"the model {path} was trained on")
-    quantized = "quantization_config" in kwargs
-    lora_cfg = lora_dir_config(path)
-    non_lora = read_non_lora_trainables(path)
-    base_cfg = read_config_json(base_path)
-    if lora_cfg and is_original_config(lora_cfg) and not _is_multimodal(base_cfg):
-        # The original's usual case: the base is the bare LLM (e.g. vicuna-7b-v1.5); the LoRA
-        # directory's config names the tower and non_lora_trainables holds the projector.
-        config, state, processor = load_original(
-            path, vision_tower, image_aspect_ratio, llm_weights=base_path, extra_state=non_lora
-        )
-        model = model_class_for(config).from_pretrained(None, config=config, state_dict=state, **kwargs)
-        non_lora = {}
-    else:
-        model, processor = _load_full(base_path, detect_kind(base_path), kwargs, vision_tower, image_aspect_ratio)
-        if (path / "tokenizer_config.json").exists() and (lora_cfg and "text_config" in lora_cfg):
-            processor = load_processor(path, model.config, image_aspect_ratio)
-    ptype = projector_type_of(model.config)
-    if non_lora:
-        load_non_lora_into(model, non_lora, ptype, str(path))
-    if quantized and merge:
-        log.info("4-bit/8-bit base: the adapter stays unmerged (merging into quantized weights loses precision)")
-        merge = False
-    model = apply_lora(model, path, ptype, merge=merge)
-    return model, processor
-
-
-def _is_multimodal(cfg: dict) -> bool:
-    return "vision_config" in cfg or is_original_config(cfg)
-
-
-def _base_from_adapter_config(path: Path) -> str:
-    base = read_json_object(path / "adapter_config.json").get("base_model_name_or_path")
-    if isinstance(base, str) and base and Path(base).exists():
-        log.info("no --model-base given; using %s from adapter_config.json", base)
-        return base
-    raise ModelLoadError(
-        f"{path} is a LoRA directory: pass --model-base with the model it was trained on"
-        + (f" (adapter_config.json names {base!r}, which is not a local directory)" if base else "")
-    )

@@ -29,7 +29,15 @@ import torch
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
 
 from llava.file_guard import refuse_outputs_over_inputs
-from llava.model.errors import ModelLoadError, loading
+from llava.model.directories import (
+    ORIGINAL_ARCHITECTURES,
+    ORIGINAL_MODEL_TYPES,
+    ModelDir,
+    detect,
+    hf_key_to_original,
+    original_key_to_hf,
+)
+from llava.model.errors import ConversionError, ModelLoadError, loading
 from llava.model.processor import (
     CLIP_MEAN,
     CLIP_STD,
@@ -44,40 +52,15 @@ from llava.model.processor import (
     prepare_tokenizer,
 )
 from llava.model.projector import make_config, model_class_for, parse_projector_type, projector_type_of
-from llava.model.weights import read_json_object, read_state_dict
+from llava.model.weights import read_state_dict
 
 log = logging.getLogger(__name__)
 
-# model_type of the original checkpoints -> the transformers model_type of their LLM.
-ORIGINAL_MODEL_TYPES = {"llava": "llama", "llava_llama": "llama", "llava_mistral": "mistral"}
-ORIGINAL_ARCHITECTURES = {"LlavaLlamaForCausalLM": "llama", "LlavaMistralForCausalLM": "mistral"}
-TOWER_PREFIX = "model.vision_tower.vision_tower."
 # config.json fields of the original that describe the multimodal parts, not the LLM.
 _NOT_LLM_FIELDS = re.compile(
     r"^(mm_|tune_mm_|freeze_mm_|unfreeze_mm_|use_mm_|image_aspect_ratio|image_grid|tokenizer_|architectures$"
     r"|model_type$|_name_or_path$|transformers_version$|torch_dtype$|dtype$)"
 )
-
-
-class ConversionError(ModelLoadError):
-    """An original checkpoint this converter cannot turn into a transformers llava model."""
-
-
-def read_config_json(path: str | Path) -> dict:
-    """config.json of a model directory, as a dict; ModelLoadError naming it when missing or not an object."""
-    return read_json_object(Path(path) / "config.json")
-
-
-def is_original_config(cfg: dict) -> bool:
-    """True for the original LLaVA layout, decided by config.json's contents only."""
-    if "text_config" in cfg:
-        return False
-    archs = cfg.get("architectures") or []
-    return (
-        "mm_vision_tower" in cfg
-        or cfg.get("model_type") in ("llava_llama", "llava_mistral")
-        or any(a in ORIGINAL_ARCHITECTURES for a in archs)
-    )
 
 
 def _llm_type(cfg: dict) -> str:
@@ -90,45 +73,6 @@ def _llm_type(cfg: dict) -> str:
             f"model_type {mt!r} is not an original LLaVA type we convert ({', '.join(ORIGINAL_MODEL_TYPES)})"
         )
     return ORIGINAL_MODEL_TYPES[mt]
-
-
-# ---- weight names ---------------------------------------------------------------------------------
-
-def original_key_to_hf(key: str, projector_type: str) -> str | None:
-    """Map one original weight name to transformers llava's; None for tensors to drop."""
-    if key.endswith("rotary_emb.inv_freq"):  # a buffer old checkpoints saved; recomputed at load
-        return None
-    if key.startswith(TOWER_PREFIX):
-        # transformers 5's CLIPVisionModel has no `vision_model.` level; transformers 4's (the original's) had.
-        rest = key[len(TOWER_PREFIX):]
-        return "model.vision_tower." + rest.removeprefix("vision_model.")
-    m = re.match(r"^model\.mm_projector\.(?:(\d+)\.)?(weight|bias)$", key)
-    if m:
-        index, kind = m.groups()
-        if projector_type == "linear":
-            if index not in (None, "0"):
-                raise ConversionError(f"{key}: a linear projector has one layer")
-            return f"model.multi_modal_projector.linear_1.{kind}"
-        if index is None or int(index) % 2:
-            raise ConversionError(f"{key}: unexpected in a {projector_type} projector")
-        return f"model.multi_modal_projector.linear_{int(index) // 2 + 1}.{kind}"
-    for part in ("embed_tokens.", "layers.", "norm."):
-        if key.startswith("model." + part):
-            return "model.language_model." + key[len("model."):]
-    if key.startswith("lm_head."):
-        return key
-    raise ConversionError(f"{key}: not a weight of an original LLaVA checkpoint (unknown name)")
-
-
-def hf_key_to_original(key: str) -> str:
-    if key.startswith("model.vision_tower."):
-        return TOWER_PREFIX + "vision_model." + key[len("model.vision_tower."):]
-    m = re.match(r"^model\.multi_modal_projector\.linear_(\d+)\.(weight|bias)$", key)
-    if m:
-        return f"model.mm_projector.{(int(m.group(1)) - 1) * 2}.{m.group(2)}"
-    if key.startswith("model.language_model."):
-        return "model." + key[len("model.language_model."):]
-    return key
 
 
 # ---- vision tower ----------------------------------------------------------------------------------
@@ -173,24 +117,20 @@ def _tower_config(source: str) -> CLIPVisionConfig:
 # ---- loading ---------------------------------------------------------------------------------------
 
 def load_original(
-    path: str | Path,
+    model_dir: ModelDir,
     vision_tower: str | None = None,
     image_aspect_ratio: str | None = None,
     llm_weights: str | Path | None = None,
     extra_state: dict[str, torch.Tensor] | None = None,
 ):
-    """(config, state_dict, processor) of an original LLaVA checkpoint.
+    """(config, state_dict, processor) of an original LLaVA checkpoint, from its config.json as
+    `detect` read it.
 
-    llm_weights: read the weights from this directory instead of `path`
+    llm_weights: read the weights from this directory instead of the checkpoint's
     (an original LoRA run keeps only config and adapter; its base is the LLM).
     extra_state: more original-named tensors (LoRA runs' non_lora_trainables).
     """
-    path = Path(path)
-    cfg = read_config_json(path)
-    if not is_original_config(cfg):
-        what = ("a transformers llava directory already: it loads as it is" if "text_config" in cfg else
-                f"model_type {cfg.get('model_type')!r}, no mm_vision_tower")
-        raise ConversionError(f"{path}/config.json: not an original LLaVA checkpoint ({what})")
+    path, cfg = model_dir.path, model_dir.config
     if cfg.get("mm_use_im_start_end"):
         raise ConversionError(
             f"{path}/config.json: mm_use_im_start_end=true checkpoints (<im_start>/<im_end> around the image) "
@@ -229,7 +169,8 @@ def load_original(
         log.warning("tower %r not available; its config is read off the stored tower weights", source)
         vision_config = infer_clip_vision_config(state, "model.vision_tower.")
     if not stored_tower:
-        tower = CLIPVisionModel.from_pretrained(source, dtype=next(iter(state.values())).dtype)
+        # config= : the tower's config.json was read once above
+        tower = CLIPVisionModel.from_pretrained(source, config=vision_config, dtype=next(iter(state.values())).dtype)
         state.update({"model.vision_tower." + k: v for k, v in tower.state_dict().items()})
 
     # Image processor: the tower's, else CLIP defaults at the tower's resolution.
@@ -428,7 +369,13 @@ def _write_bins(state: dict, out: Path, shards: int) -> None:
 def convert(model_path: str, output_dir: str, vision_tower: str | None = None, dtype: str = "float16") -> Path:
     """Original checkpoint -> HF llava directory that plain transformers loads."""
     with loading(model_path):
-        config, state, processor = load_original(model_path, vision_tower)
+        model_dir = detect(model_path)
+        if model_dir.kind != "original":
+            what = {"hf": "a transformers llava directory already: it loads as it is",
+                    "lora": "a LoRA output directory: merge it with scripts/merge_lora_weights.py"}.get(
+                model_dir.kind, f"model_type {model_dir.config.get('model_type')!r}, no mm_vision_tower")
+            raise ConversionError(f"{model_dir.config_file}: not an original LLaVA checkpoint ({what})")
+        config, state, processor = load_original(model_dir, vision_tower)
         torch_dtype = getattr(torch, dtype)
         model = model_class_for(config).from_pretrained(None, config=config, state_dict=state, dtype=torch_dtype)
     out = Path(output_dir)

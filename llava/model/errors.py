@@ -8,7 +8,8 @@ through llava.model.builder and turns ModelLoadError into a one-line message nam
     except ModelLoadError as exc:
         raise SystemExit(f"error: {exc}")
 
-It is a ValueError, so code that caught ValueError from loading still does.
+It is a ValueError, so code that caught ValueError from loading still does.  Its kinds
+(ConversionError, AdapterMismatch) let a command word the message for its job ("cannot merge: ...").
 """
 
 from __future__ import annotations
@@ -19,6 +20,14 @@ from pathlib import Path
 
 class ModelLoadError(ValueError):
     """A model, base or adapter directory (or a file in it) that cannot be loaded; the message names it."""
+
+
+class ConversionError(ModelLoadError):
+    """An original checkpoint this converter cannot turn into a transformers llava model."""
+
+
+class AdapterMismatch(ModelLoadError):
+    """Base model and adapter do not fit together."""
 
 
 @contextmanager

@@ -1,14 +1,8 @@
-"""LoRA output directories: what is in them and how they go back onto a base model.
+"""LoRA on llava models: which modules it targets, putting a run's adapter back onto its base, saving a run.
 
-A LoRA run leaves (ours and the original LLaVA's alike):
-  adapter_config.json, adapter_model.safetensors|.bin    peft's adapter
-  non_lora_trainables.safetensors|.bin                   fully trained parts (projector)
-  config.json (+ processor files in ours)                the model's config
-
-The original names modules its own way (model.layers.*, model.mm_projector.*);
-adapter and non-LoRA tensors are renamed onto transformers' llava before
-loading, and every tensor must find its place with the right shape, else the
-load stops naming the tensor.
+What a LoRA output directory holds, and how the original's names map onto transformers' llava, is
+llava/model/directories.py.  Here adapter and non-LoRA tensors are renamed through it before loading,
+and every tensor must find its place with the right shape, else the load stops naming the tensor.
 """
 
 from __future__ import annotations
@@ -19,46 +13,14 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+from safetensors.torch import save_file
 
-from llava.model.convert import ConversionError, original_key_to_hf
-from llava.model.errors import ModelLoadError
-from llava.model.weights import load_tensor_file, read_json_object
+from llava.model.directories import ADAPTER_CONFIG, NON_LORA_FILES, ModelDir, plain_name, to_hf_name
+from llava.model.errors import AdapterMismatch, ModelLoadError
+from llava.model.processor import save_processor
+from llava.model.weights import load_tensor_file
 
 log = logging.getLogger(__name__)
-
-ADAPTER_FILES = ("adapter_model.safetensors", "adapter_model.bin")
-NON_LORA_FILES = ("non_lora_trainables.safetensors", "non_lora_trainables.bin")
-_HF_PREFIXES = ("model.language_model.", "model.multi_modal_projector.", "model.vision_tower.", "lm_head.")
-
-
-class AdapterMismatch(ModelLoadError):
-    """Base model and adapter do not fit together."""
-
-
-def is_lora_dir(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").exists()
-
-
-def _first(path: Path, names) -> Path | None:
-    return next((path / n for n in names if (path / n).exists()), None)
-
-
-def to_hf_name(name: str, projector_type: str = "mlp2x_gelu") -> str | None:
-    """A module/tensor name from either naming, in transformers llava's naming."""
-    if name.startswith("base_model.model."):
-        name = name[len("base_model.model."):]
-    if name.startswith(_HF_PREFIXES):
-        return name
-    return original_key_to_hf(name, projector_type)
-
-
-def read_non_lora_trainables(lora_dir: str | Path) -> dict[str, torch.Tensor]:
-    """Non-LoRA tensors still in the naming they were saved with (prefix stripped)."""
-    f = _first(Path(lora_dir), NON_LORA_FILES)
-    if f is None:
-        return {}
-    state = load_tensor_file(f)
-    return {k[len("base_model.model."):] if k.startswith("base_model.model.") else k: v for k, v in state.items()}
 
 
 def load_non_lora_into(model, state: dict[str, torch.Tensor], projector_type: str, source: str) -> None:
@@ -109,21 +71,25 @@ def llm_target_regex(suffixes) -> str:
     return rf".*\.language_model\..*\.({alt})"
 
 
-def apply_lora(model, lora_dir: str | Path, projector_type: str, merge: bool = True):
-    """Put the adapter in `lora_dir` onto `model`; merge it in unless asked not to."""
-    lora_dir = Path(lora_dir)
-    read_json_object(lora_dir / "adapter_config.json")  # a damaged one named here, not deep inside peft
+def lora_config(lora: ModelDir) -> LoraConfig:
+    """peft's LoraConfig from adapter_config.json as `detect` read it (what LoraConfig.from_pretrained
+    makes of the file, without reading it again)."""
+    fields = {k: v for k, v in lora.adapter_config.items() if k != "runtime_config"}  # runtime-only, as peft drops it
     try:
-        config = LoraConfig.from_pretrained(str(lora_dir))
+        config = LoraConfig.from_peft_type(**LoraConfig.check_kwargs(**fields))
     except (TypeError, ValueError) as exc:  # fields peft does not know, or of the wrong kind
-        raise ModelLoadError(f"{lora_dir}/adapter_config.json: not a LoRA config peft can read ({exc})") from None
+        raise ModelLoadError(f"{lora.path}/{ADAPTER_CONFIG}: not a LoRA config peft can read ({exc})") from None
+    return config
+
+
+def apply_lora(model, lora: ModelDir, projector_type: str, merge: bool = True):
+    """Put the adapter of the LoRA directory `lora` onto `model`; merge it in unless asked not to."""
+    config = lora_config(lora)
     if not isinstance(config.target_modules, str):
         config.target_modules = llm_target_regex(config.target_modules)
     config.modules_to_save = None  # restored from non_lora_trainables / the adapter file below
     config.inference_mode = True
-    adapter_file = _first(lora_dir, ADAPTER_FILES)
-    if adapter_file is None:
-        raise ModelLoadError(f"{lora_dir}: adapter_config.json but no {' or '.join(ADAPTER_FILES)}")
+    adapter_file = lora.adapter_file
     raw = load_tensor_file(adapter_file)
     peft_model = get_peft_model(model, config)
     expected = {k: v for k, v in peft_model.state_dict().items() if "lora_" in k}
@@ -142,7 +108,7 @@ def apply_lora(model, lora_dir: str | Path, projector_type: str, merge: bool = T
     _check_adapter(state, expected, adapter_file)
     set_peft_model_state_dict(peft_model, state)
     if extra_full:
-        cleaned = {re.sub(r"\.modules_to_save\.default|\.original_module", "", k): v for k, v in extra_full.items()}
+        cleaned = {plain_name(k): v for k, v in extra_full.items()}
         load_non_lora_into(peft_model.base_model.model, cleaned, projector_type, str(adapter_file))
     if not merge:
         return peft_model
@@ -174,10 +140,6 @@ def save_lora(peft_model, output_dir: str | Path, processor=None, state_dict: di
     go to non_lora_trainables.safetensors under transformers' names.
     `state_dict` lets a ZeRO-3 caller pass already gathered tensors.
     """
-    from safetensors.torch import save_file
-
-    from llava.model.processor import save_processor
-
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(out, state_dict=state_dict)
@@ -189,9 +151,7 @@ def save_lora(peft_model, output_dir: str | Path, processor=None, state_dict: di
     for name, tensor in source.items():
         if name not in trainable or "lora_" in name:
             continue
-        clean = re.sub(r"\.modules_to_save\.default|\.original_module", "", name)
-        clean = clean[len("base_model.model."):] if clean.startswith("base_model.model.") else clean
-        non_lora[clean] = tensor.detach().cpu().contiguous()
+        non_lora[plain_name(name)] = tensor.detach().cpu().contiguous()
     if non_lora:
         save_file(non_lora, str(out / NON_LORA_FILES[0]))
     base = peft_model.get_base_model()
@@ -199,8 +159,3 @@ def save_lora(peft_model, output_dir: str | Path, processor=None, state_dict: di
     if processor is not None:
         save_processor(processor, out)
     return out
-
-
-def lora_dir_config(lora_dir: str | Path) -> dict | None:
-    f = Path(lora_dir) / "config.json"
-    return read_json_object(f) if f.exists() else None

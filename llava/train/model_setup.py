@@ -25,7 +25,8 @@ from llava.conversation import get_template
 from llava.model.builder import attention_implementation, load_pretrained_model
 from llava.model.cpu_attention import register_cpu_sdpa_fp32
 from llava.model.compose import ComposeOptions, compose_from_pretrained
-from llava.model.lora import language_model_linear_names, llm_target_regex, load_non_lora_into, to_hf_name
+from llava.model.directories import to_hf_name
+from llava.model.lora import language_model_linear_names, llm_target_regex, load_non_lora_into
 from llava.model.projector import projector_type_of
 from llava.model.weights import load_tensor_file
 
