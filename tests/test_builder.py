@@ -1,16 +1,21 @@
 """load_pretrained_model: the three kinds of directory, decided by contents, and 4/8-bit loading."""
 
+import builtins
+import collections
+import io
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from llava.model.builder import load_pretrained_model
-from llava.model.errors import ModelLoadError
+from llava.model.errors import AdapterMismatch, ModelLoadError
 from llava.model.inputs import build_batch, generate, render_prompt
-from llava.model.lora import AdapterMismatch, language_model_linear_names
+from llava.model.lora import language_model_linear_names
 
 VOCAB = 32000  # the original vocabulary; rows past it are tokens we add (<image>)
 
@@ -68,6 +73,40 @@ def test_original_release_format_fp16_single_bin_with_stored_tower(tiny_hf, tiny
     ref = load_pretrained_model(str(tiny_hf))
     a, b = logits(loaded, noise_image), logits(ref, noise_image)
     assert torch.allclose(a, b, atol=2e-2), (a - b).abs().max()  # fp16 weights
+
+
+def test_the_originals_four_tuple_unpacking(tiny_loaded):
+    tokenizer, model, image_processor, context_len = tiny_loaded
+    assert (tokenizer, model, image_processor) == (tiny_loaded.tokenizer, tiny_loaded.model,
+                                                   tiny_loaded.image_processor)
+    assert context_len == tiny_loaded.context_len > 0
+
+
+@pytest.fixture
+def config_reads(monkeypatch):
+    """How often each config.json / adapter_config.json is opened, by us, transformers or peft."""
+    counts = collections.Counter()
+    real_open = builtins.open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and Path(file).name in ("config.json", "adapter_config.json"):
+            counts[Path(file).resolve()] += 1
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", counting_open)
+    monkeypatch.setattr(io, "open", counting_open)  # pathlib's read_text opens through io.open
+    return counts
+
+
+@pytest.mark.parametrize("case", ["hf", "original", "lora-on-hf-base", "lora-on-original-base"])
+def test_each_config_file_is_read_once_per_load(case, config_reads, lora_run, tiny_hf, tiny_original):
+    lora = lora_run[0]
+    path, base = {"hf": (tiny_hf, None), "original": (tiny_original, None),
+                  "lora-on-hf-base": (lora, tiny_hf), "lora-on-original-base": (lora, tiny_original)}[case]
+    load_pretrained_model(str(path), model_base=str(base) if base else None)
+    must_read = [path / "config.json"] + ([lora / "adapter_config.json", base / "config.json"] if base else [])
+    assert {f.resolve() for f in must_read} <= set(config_reads), config_reads
+    assert all(n == 1 for n in config_reads.values()), config_reads
 
 
 def test_not_a_llava_directory(tiny_parts):

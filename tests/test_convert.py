@@ -8,7 +8,8 @@ import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
 from llava.model.builder import load_pretrained_model
-from llava.model.convert import ConversionError, hf_key_to_original, original_key_to_hf
+from llava.model.directories import hf_key_to_original, original_key_to_hf
+from llava.model.errors import ConversionError
 from llava.model.inputs import build_batch, render_prompt
 
 
