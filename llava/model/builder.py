@@ -145,9 +145,10 @@ def load_pretrained_model(
         if lora:
             ptype = projector_type_of(model.config)
             load_non_lora_into(model, non_lora, ptype, str(lora.path))
-            if "quantization_config" in kwargs and merge_lora:
+            merge = merge_lora and not (load_4bit or load_8bit)
+            if merge_lora and not merge:
                 log.info("4-bit/8-bit base: the adapter stays unmerged (merging into quantized weights loses precision)")
-            model = apply_lora(model, lora, ptype, merge=merge_lora and "quantization_config" not in kwargs)
+            model = apply_lora(model, lora, ptype, merge=merge)
 
         # 4. quantize: bitsandbytes did as the weights loaded; what is left is its CPU fix-up
         if load_4bit:
