@@ -208,8 +208,8 @@ def test_merge_refuses_with_one_line(run_main, lora_run, tiny_hf, tmp_path, case
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("case", ["output-is-the-input", "output-is-a-file", "input-is-already-hf",
-                                  "input-missing", "input-config-array"])
-def test_convert_refuses_with_one_line(run_main, tiny_original, tiny_hf, tmp_path, case):
+                                  "input-is-a-lora-dir", "input-missing", "input-config-array"])
+def test_convert_refuses_with_one_line(run_main, tiny_original, tiny_hf, lora_run, tmp_path, case):
     from llava.model.convert import main
 
     orig, out = tmp_path / "orig", tmp_path / "out"
@@ -224,6 +224,9 @@ def test_convert_refuses_with_one_line(run_main, tiny_original, tiny_hf, tmp_pat
     elif case == "input-is-already-hf":
         args["--model-path"] = tiny_hf
         expected = f"{tiny_hf}/config.json: not an original LLaVA checkpoint (a transformers llava directory already"
+    elif case == "input-is-a-lora-dir":
+        args["--model-path"] = lora_run[0]
+        expected = f"{lora_run[0]}/config.json: not an original LLaVA checkpoint (a LoRA output directory: merge it"
     elif case == "input-missing":
         args["--model-path"] = tmp_path / "nope"
         expected = f"{tmp_path / 'nope'}/config.json: missing"
