@@ -112,6 +112,7 @@ def load_pretrained_model(
     attn_implementation: str | None = None,
     quant_type: str = "nf4",
     double_quant: bool = True,
+    cache_dir: str | None = None,
 ) -> LoadedModel:
     if load_4bit and load_8bit:
         raise ValueError("choose one of load_4bit and load_8bit")
@@ -122,11 +123,11 @@ def load_pretrained_model(
                                         load_4bit, load_8bit, quant_type, double_quant)
 
         # 1. detect: what the path is, and for a LoRA run what its base is
-        target = open_model_dir(model_path)
+        target = open_model_dir(model_path, cache_dir=cache_dir)
         lora = target if target.kind == "lora" else None
         if lora:
             base_path = lora_base(lora, model_base)
-            base = open_model_dir(base_path, "--model-base")
+            base = open_model_dir(base_path, "--model-base", cache_dir)
             if base.kind == "lora":
                 raise ModelLoadError(f"--model-base {base_path}: a LoRA output directory itself "
                                      f"(adapter_config.json); give the model {lora.path} was trained on")
@@ -138,7 +139,7 @@ def load_pretrained_model(
         non_lora = read_non_lora_trainables(lora) if lora else {}
 
         # 2. load: a transformers llava directory, or an original checkpoint converted in memory
-        model, processor = _load(base, kwargs, vision_tower, image_aspect_ratio, lora, non_lora)
+        model, processor = _load(base, kwargs, vision_tower, image_aspect_ratio, lora, non_lora, cache_dir)
 
         # 3. apply LoRA: the fully trained parts (projector; a bare-LLM base has them already, and a
         # second copy changes nothing), then the adapter
@@ -175,13 +176,14 @@ def from_pretrained_kwargs(device: str, dtype: torch.dtype, attn_implementation:
     return kwargs
 
 
-def _load(base: ModelDir, kwargs: dict, vision_tower, image_aspect_ratio, lora: ModelDir | None, non_lora: dict):
+def _load(base: ModelDir, kwargs: dict, vision_tower, image_aspect_ratio, lora: ModelDir | None, non_lora: dict,
+          cache_dir: str | None = None):
     """(model, processor) of `base`: the model itself, or the base of the LoRA run `lora`."""
     if lora and lora.is_original and base.kind == "other":
         # The original's usual LoRA run: the base is the bare LLM (e.g. vicuna-7b-v1.5); the LoRA
         # directory's config names the tower and non_lora_trainables holds the projector.
         config, state, processor = load_original(
-            lora, vision_tower, image_aspect_ratio, llm_weights=base.path, extra_state=non_lora
+            lora, vision_tower, image_aspect_ratio, llm_weights=base.path, extra_state=non_lora, cache_dir=cache_dir
         )
         return model_class_for(config).from_pretrained(None, config=config, state_dict=state, **kwargs), processor
     if base.kind == "hf":
@@ -190,7 +192,7 @@ def _load(base: ModelDir, kwargs: dict, vision_tower, image_aspect_ratio, lora: 
         model = model_class_for(config).from_pretrained(base.path, config=config, **kwargs)
         processor = load_processor(base.path, model.config, image_aspect_ratio)
     elif base.kind == "original":
-        config, state, processor = load_original(base, vision_tower, image_aspect_ratio)
+        config, state, processor = load_original(base, vision_tower, image_aspect_ratio, cache_dir=cache_dir)
         model = model_class_for(config).from_pretrained(None, config=config, state_dict=state, **kwargs)
     else:
         raise base.not_a_llava_model()

@@ -17,6 +17,7 @@ from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 from transformers.utils import logging as hf_logging
 
 from llava.conversation import get_template
+from llava.model.directories import local_dir
 from llava.model.processor import (
     SELECT_TO_HF,
     check_aspect_mode,
@@ -138,6 +139,7 @@ def compose_from_pretrained(
     dtype: torch.dtype = torch.float32,
     gguf_file: str | None = None,
     seed: int = 0,
+    cache_dir: str | None = None,
 ):
     """compose() from checkpoint directories (or hub names when online).
 
@@ -146,6 +148,9 @@ def compose_from_pretrained(
     a directory holding `gguf_file`.
     """
     options = options or ComposeOptions()
+    # Hub ids are downloaded first (into cache_dir when given), so both parts are read from directories.
+    vision_tower = local_dir(str(vision_tower), "--vision_tower", cache_dir)
+    language_model = local_dir(str(language_model), "--model_name_or_path", cache_dir)
     tower = CLIPVisionModel.from_pretrained(vision_tower, dtype=dtype)
     kwargs = {"gguf_file": gguf_file} if gguf_file else {}
     llm = AutoModelForCausalLM.from_pretrained(language_model, dtype=dtype, **kwargs)

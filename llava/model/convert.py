@@ -109,8 +109,8 @@ def infer_clip_vision_config(state: dict[str, torch.Tensor], prefix: str) -> CLI
     )
 
 
-def _tower_config(source: str) -> CLIPVisionConfig:
-    cfg = AutoConfig.from_pretrained(source)
+def _tower_config(source: str, cache_dir: str | None = None) -> CLIPVisionConfig:
+    cfg = AutoConfig.from_pretrained(source, cache_dir=cache_dir)
     return cfg.vision_config if hasattr(cfg, "vision_config") else cfg
 
 
@@ -122,6 +122,7 @@ def load_original(
     image_aspect_ratio: str | None = None,
     llm_weights: str | Path | None = None,
     extra_state: dict[str, torch.Tensor] | None = None,
+    cache_dir: str | None = None,
 ):
     """(config, state_dict, processor) of an original LLaVA checkpoint, from its config.json as
     `detect` read it.
@@ -129,6 +130,7 @@ def load_original(
     llm_weights: read the weights from this directory instead of the checkpoint's
     (an original LoRA run keeps only config and adapter; its base is the LLM).
     extra_state: more original-named tensors (LoRA runs' non_lora_trainables).
+    cache_dir: where a tower named by hub id is downloaded to (default: the Hugging Face cache).
     """
     path, cfg = model_dir.path, model_dir.config
     if cfg.get("mm_use_im_start_end"):
@@ -156,7 +158,7 @@ def load_original(
         raise ConversionError(f"{path}/config.json: no mm_vision_tower, and no tower weights stored")
     source = resolve_tower(tower_name or "", path, vision_tower) if (tower_name or vision_tower) else None
     try:
-        vision_config = _tower_config(source) if source else None
+        vision_config = _tower_config(source, cache_dir) if source else None
     except (OSError, ValueError) as exc:
         if not stored_tower:
             raise ModelLoadError(
@@ -170,7 +172,8 @@ def load_original(
         vision_config = infer_clip_vision_config(state, "model.vision_tower.")
     if not stored_tower:
         # config= : the tower's config.json was read once above
-        tower = CLIPVisionModel.from_pretrained(source, config=vision_config, dtype=next(iter(state.values())).dtype)
+        tower = CLIPVisionModel.from_pretrained(source, config=vision_config, dtype=next(iter(state.values())).dtype,
+                                                cache_dir=cache_dir)
         state.update({"model.vision_tower." + k: v for k, v in tower.state_dict().items()})
 
     # Image processor: the tower's, else CLIP defaults at the tower's resolution.
@@ -179,7 +182,7 @@ def load_original(
     try:
         if not reachable:
             raise FileNotFoundError(source)
-        image_processor = image_processor_from_dir(_local_dir(source), aspect)
+        image_processor = image_processor_from_dir(_local_dir(source, cache_dir), aspect)
     except (FileNotFoundError, TypeError, OSError):
         image_processor = make_image_processor(vision_config.image_size, aspect, CLIP_MEAN, CLIP_STD)
 
@@ -217,12 +220,12 @@ def _tokenizer_dir(path: Path, llm_weights) -> Path:
     return Path(llm_weights)
 
 
-def _local_dir(source: str | None) -> str:
+def _local_dir(source: str | None, cache_dir: str | None = None) -> str:
     if source and Path(source).is_dir():
         return source
     from huggingface_hub import hf_hub_download
 
-    return str(Path(hf_hub_download(source, "preprocessor_config.json")).parent)
+    return str(Path(hf_hub_download(source, "preprocessor_config.json", cache_dir=cache_dir)).parent)
 
 
 def _grow_vocab(state: dict, vocab_size: int, tied: bool) -> None:

@@ -134,8 +134,14 @@ def detect(path: str | Path) -> ModelDir:
     return ModelDir(path, kind_of_config(config), config)
 
 
-def local_dir(path: str, flag: str = "--model-path") -> Path:
-    """The local directory a --model-path names: a directory, or a hub id (org/name) downloaded."""
+# Weights in formats other than PyTorch's, which a hub repo may carry too (openai/clip-vit-large-patch14-336 has
+# TensorFlow and Flax copies): not downloaded.
+NOT_TORCH = ["*.h5", "*.msgpack", "*.onnx", "*.onnx_data", "*.ot", "*.tflite", "*.mlmodel", "*.mlpackage/*"]
+
+
+def local_dir(path: str, flag: str = "--model-path", cache_dir: str | None = None) -> Path:
+    """The local directory a --model-path names: a directory, or a hub id (org/name) downloaded
+    (into cache_dir when given: the original's --cache_dir; else the Hugging Face cache)."""
     p = Path(path)
     if p.is_dir():
         return p
@@ -144,13 +150,13 @@ def local_dir(path: str, flag: str = "--model-path") -> Path:
     if p.is_absolute() or path.startswith(("./", "../")) or path.count("/") != 1:
         raise ModelLoadError(f"{flag} {path}: no such model directory")
     try:
-        return Path(snapshot_download(path))
+        return Path(snapshot_download(path, cache_dir=cache_dir, ignore_patterns=NOT_TORCH))
     except Exception as exc:
         raise ModelLoadError(f"{flag} {path}: not a local directory, and not available from the hub ({exc})") from exc
 
 
-def open_model_dir(path: str, flag: str = "--model-path") -> ModelDir:
-    return detect(local_dir(path, flag))
+def open_model_dir(path: str, flag: str = "--model-path", cache_dir: str | None = None) -> ModelDir:
+    return detect(local_dir(path, flag, cache_dir))
 
 
 def lora_base(lora: ModelDir, model_base: str | None) -> str:

@@ -51,7 +51,8 @@ class DataArguments:
 
 @dataclass
 class TrainingArguments(transformers.TrainingArguments):
-    cache_dir: str | None = None
+    cache_dir: str | None = field(default=None, metadata={"help": "where models given by hub id are downloaded "
+                                                                  "(default: the Hugging Face cache)"})
     optim: str = "adamw_torch"
     remove_unused_columns: bool = False
     freeze_mm_mlp_adapter: bool = False
@@ -69,7 +70,8 @@ class TrainingArguments(transformers.TrainingArguments):
     mm_projector_lr: float | None = None
     mm_vision_tower_lr: float | None = None
     group_by_modality_length: bool = False
-    mpt_attn_impl: str | None = None
+    mpt_attn_impl: str | None = field(default=None, metadata={"help": "the original's, for MPT models: refused "
+                                                                        "(MPT is not supported)"})
     cpu_bf16: str = field(default="auto", metadata={
         "help": "on CPU, run matmuls in bf16 autocast (weights and optimizer stay fp32): auto = when the CPU "
                 "has native bf16 instructions (AVX512-BF16 or AMX), True, or False"})
@@ -141,6 +143,12 @@ def check_args(model_args: ModelArguments, data_args: DataArguments, training_ar
         problems.append(f"--cpu_bf16 must be auto, True or False, got {training_args.cpu_bf16!r}")
     if data_args.image_aspect_ratio not in ("pad", "square"):
         problems.append(f"--image_aspect_ratio must be pad or square, got {data_args.image_aspect_ratio!r}")
+    if training_args.mpt_attn_impl is not None:
+        problems.append("--mpt_attn_impl is the original's flag for MPT language models, which are not supported "
+                        "here; drop it (attention is chosen per device: SDPA, or flash-attn when installed)")
+    if training_args.lora_weight_path:
+        problems.append("--lora_weight_path is not supported (the original never read it either): to go on from "
+                        "an adapter, merge it (scripts/merge_lora_weights.py) and fine-tune the merged model")
     if model_args.tune_mm_mlp_adapter and training_args.lora_enable:
         problems.append("--tune_mm_mlp_adapter (projector only) and --lora_enable cannot be combined")
     if problems:

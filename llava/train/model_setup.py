@@ -56,7 +56,7 @@ def load_model(model_args, data_args, training_args):
             conv_mode=model_args.version if model_args.version != "plain" else "vicuna_v1",
         )
         model, processor = compose_from_pretrained(model_args.vision_tower, model_args.model_name_or_path, options,
-                                                   seed=training_args.seed)
+                                                   seed=training_args.seed, cache_dir=training_args.cache_dir)
         model.config._attn_implementation = attn
     else:
         loaded = load_pretrained_model(
@@ -69,6 +69,7 @@ def load_model(model_args, data_args, training_args):
             attn_implementation=attn,
             quant_type=training_args.quant_type,
             double_quant=training_args.double_quant,
+            cache_dir=training_args.cache_dir,
         )
         model, processor = loaded.model, loaded.processor
         if training_args.bits in (4, 8):
@@ -130,8 +131,6 @@ def configure_trainable(model, model_args, training_args):
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, config)
-        if training_args.lora_weight_path:
-            raise SystemExit("--lora_weight_path is not supported; start from a merged model instead")
     elif not model_args.tune_mm_mlp_adapter and not model_args.freeze_backbone:
         _set(model, lambda n: ".language_model." in f".{n}" or n.startswith("lm_head"), True)
     if not training_args.freeze_mm_mlp_adapter:
