@@ -16,7 +16,7 @@ model_id, metadata}`.  What differs from the original model_vqa(_loader):
     all the questions about it (they are batched together);
   * resumable: answers are appended and fsynced per batch; run the same
     command after a kill and it answers only what is missing (`--no-resume`
-    starts over);
+    starts over); the run is resumable.py's, which tag rating and labeling share;
   * a bad question line (not UTF-8, not a JSON object, an unpaired surrogate
     escape, an odd question_id, an image path outside --image-folder; see
     question_file.py), a missing or corrupt image, or a prompt longer than
