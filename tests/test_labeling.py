@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llava.tasks.categories import CategoryError, CategoryMatcher, load_text_embedder, read_categories
+from llava.model.text_embedder import load_text_embedder
+from llava.tasks.categories import CategoryError, CategoryMatcher, read_categories
 from llava.tasks.labeling import label_rows
 
 ROOT = Path(__file__).resolve().parents[1]

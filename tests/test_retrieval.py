@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from llava.tasks.categories import load_text_embedder
+from llava.model.text_embedder import load_text_embedder
 from llava.tasks.retrieval import Index, build
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_query_with_an_image_describes_it_first(db, tiny_hf, tiny_loaded, tmp_pa
     from skimage import data
     from PIL import Image
 
-    from llava.tasks.retrieval import describe
+    from llava.serve.search import describe
 
     path = tmp_path / "query.png"
     Image.fromarray(data.coffee()).resize((96, 64)).save(path)
@@ -93,7 +93,7 @@ def test_query_with_an_image_describes_it_first(db, tiny_hf, tiny_loaded, tmp_pa
 def clip_db(tmp_path_factory, embedder, tiny_clip):
     from PIL import Image
 
-    from llava.tasks.clip_model import ClipModel
+    from llava.model.clip_model import ClipModel
 
     d = tmp_path_factory.mktemp("clip-retrieval")
     (d / "labels.csv").write_text(CATALOGUE + "missing.jpg,An image that is not there.,shoes,,shoes,1.0\n")

@@ -58,7 +58,7 @@ def retrieval_db(tmp_path_factory):
 
     from PIL import Image
 
-    from llava.tasks.categories import load_text_embedder
+    from llava.model.text_embedder import load_text_embedder
     from llava.tasks.retrieval import build
 
     d = tmp_path_factory.mktemp("catalogue")
@@ -254,8 +254,8 @@ def test_stop_ends_a_long_answer_and_keeps_it_out_of_the_history(page):
 
 def test_search_tab_describes_the_image_and_lists_the_nearest_items(page, photo_file, tiny_loaded, retrieval_db):
     from llava.serve.images import open_image
-    from llava.tasks.categories import load_text_embedder
-    from llava.tasks.retrieval import Index, describe
+    from llava.model.text_embedder import load_text_embedder
+    from llava.serve.search import Index, describe
 
     expected_text = describe(tiny_loaded, open_image(str(photo_file)))
     expected = Index(retrieval_db, load_text_embedder()).search(expected_text, 5)["results"]

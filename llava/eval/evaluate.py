@@ -38,7 +38,9 @@ from llava.eval.answers_file import errors_path
 from llava.eval.json_lines import read_json_lines
 from llava.eval.metrics import bleu, caption_scores, gold_score, parse_score, rating_scores, short_answer_score
 from llava.eval.output_paths import check_inputs, check_outputs
-from llava.eval.question_file import question_id_of
+from llava.eval.question_file import question_id_of, read_questions
+from llava.mm_utils import ImageError, load_image
+from llava.model.clip_model import ClipModel, clip_score
 
 METRICS = ("vqa", "caption", "rating")
 NO_CATEGORY = "(none)"
@@ -289,10 +291,6 @@ def _write_json(path: Path, data: dict) -> None:
 
 def clip_scores(args, answers_rows: list[dict], key_rows: list[dict], result: dict) -> float | None:
     """Mean CLIPScore of the answered captions (per question in result["per_question_clip_score"])."""
-    from llava.eval.question_file import read_questions
-    from llava.mm_utils import ImageError, load_image
-    from llava.tasks.clip_model import ClipModel, clip_score
-
     questions, _ = read_questions(args.question_file)
     image_of = {q.question_id: q.image for q in questions}
     texts = {question_id_of(r["question_id"])[0]: r["text"] for r in answers_rows if isinstance(r.get("text"), str)}
@@ -320,7 +318,7 @@ def main(argv=None) -> None:
     ap.add_argument("--metric", default="vqa", choices=METRICS)
     ap.add_argument("--output", default=None, help="scores JSON (default: <answers stem>_scores.json beside it)")
     clip = ap.add_argument_group("CLIPScore (--metric caption), when you have an open_clip model")
-    clip.add_argument("--clip-model", default=None, help="local-dir:DIR or ARCH:WEIGHTS_FILE (see llava/tasks/clip_model.py)")
+    clip.add_argument("--clip-model", default=None, help="local-dir:DIR or ARCH:WEIGHTS_FILE (see llava/model/clip_model.py)")
     clip.add_argument("--question-file", default=None, help="the questions, for each caption's image")
     clip.add_argument("--image-folder", default="")
     args = ap.parse_args(argv)

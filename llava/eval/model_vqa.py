@@ -16,7 +16,7 @@ model_id, metadata}`.  What differs from the original model_vqa(_loader):
     all the questions about it (they are batched together);
   * resumable: answers are appended and fsynced per batch; run the same
     command after a kill and it answers only what is missing (`--no-resume`
-    starts over);
+    starts over); the run is resumable.py's, which tag rating and labeling share;
   * a bad question line (not UTF-8, not a JSON object, an unpaired surrogate
     escape, an odd question_id, an image path outside --image-folder; see
     question_file.py), a missing or corrupt image, or a prompt longer than
@@ -36,42 +36,43 @@ import argparse
 import hashlib
 import logging
 import time
+from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from llava.eval.answers_file import AnswersFile, errors_path, open_for_model, write_errors
-from llava.eval.output_paths import (check_inputs, check_outputs, refuse_outputs_in_model_dirs,
-                                     refuse_outputs_over_images)
+from llava.eval.answers_file import AnswersFile
+from llava.eval.output_paths import refuse_outputs_over_images
 from llava.eval.question_file import Question, get_chunk, read_questions
+from llava.eval.resumable import ResumableRun, add_batch_args, batch_outputs, check_files
 from llava.mm_utils import ImageError, load_image
+from llava.model.args import add_model_args
+from llava.model.cpu_features import cpu_has_native_bf16
 from llava.model.flags import check_flags
+from llava.model.inputs import check_image_count, generate_batch, pad_left, prompt_ids, render_prompt, to_model
+from llava.model.prefix_cache import PrefixCache, common_prefix, image_grouped_batches, image_part
 
 log = logging.getLogger(__name__)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model-path", required=True, help="a llava directory, an original LLaVA checkpoint or a LoRA dir")
-    ap.add_argument("--model-base", default=None, help="the base of a LoRA --model-path")
-    ap.add_argument("--model-id", default=None, help="model_id in the answers (default: the model directory's name)")
+    add_model_args(ap, required=True)
+    add_batch_args(ap, "--answers-file", max_new_tokens=128)
     ap.add_argument("--question-file", required=True)
     ap.add_argument("--image-folder", default="", help="image paths in the questions are relative to this")
     ap.add_argument("--answers-file", required=True)
-    ap.add_argument("--conv-mode", default=None, help="conversation template (default: the model's own)")
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     ap.add_argument("--top-p", type=float, default=None)
     ap.add_argument("--num-beams", type=int, default=1)
-    ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--min-new-tokens", type=int, default=0, help="no end of answer before this many tokens")
     ap.add_argument("--length-penalty", type=float, default=1.0,
                     help="beam search: > 1 favours longer answers, < 1 shorter")
-    ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--num-chunks", type=int, default=1, help="split the questions into this many chunks ...")
     ap.add_argument("--chunk-idx", type=int, default=0, help="... and answer this one (0-based)")
-    ap.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
     ap.add_argument("--no-prefix-cache", dest="prefix_cache", action="store_false",
                     help="recompute the prompt prefix all questions share (the system prompt) in every batch")
     ap.add_argument("--no-image-prefix", dest="image_prefix", action="store_false",
@@ -79,12 +80,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--cpu-bf16", action="store_true",
                     help="on a CPU, run the matmuls in bf16 autocast (weights stay fp32): faster where the CPU "
                          "has bf16 instructions (AVX512-BF16 or AMX); answers may differ a little from fp32's")
-    ap.add_argument("--load-4bit", action="store_true")
-    ap.add_argument("--load-8bit", action="store_true")
-    ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0, help="for sampling (--temperature > 0)")
-    ap.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite the answers file")
-    ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args(argv)
     # Every flag is checked here, before a file is read or the model loads (llava/model/flags.py).
     check_flags(ap, args)
@@ -93,16 +89,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not 0 <= args.chunk_idx < args.num_chunks:
         ap.error(f"--chunk-idx must be in [0, {args.num_chunks}), got {args.chunk_idx}")
     return args
-
-
-def check_files(args: argparse.Namespace) -> None:
-    """The inputs exist, and the answers file and its errors file can be written and are none of the
-    inputs (the question file, a file of the model): SystemExit naming the flag otherwise."""
-    check_inputs({"--question-file": args.question_file}, {"--image-folder": args.image_folder or None})
-    outputs = {"--answers-file": args.answers_file,
-               "the errors file of --answers-file": errors_path(args.answers_file)}
-    check_outputs(outputs, {"--question-file": args.question_file})
-    refuse_outputs_in_model_dirs(outputs, {"--model-path": args.model_path, "--model-base": args.model_base})
 
 
 class QuestionImages(Dataset):
@@ -133,8 +119,6 @@ def collate(items: list[dict], pad_id: int, per_image: bool = False) -> dict:
 
     per_image: pixels of each distinct image once, and image_rows[i] the image of row i.
     """
-    from llava.model.inputs import pad_left
-
     ok = [it for it in items if it["error"] is None]
     batch = {"indices": [it["index"] for it in ok],
              "errors": [(it["index"], it["error"]) for it in items if it["error"] is not None]}
@@ -171,12 +155,8 @@ def max_prompt_chars(loaded) -> int:
 
 def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: str) -> dict:
     """Answer `questions` into `writer`; return counts, errors and throughput."""
-    from contextlib import nullcontext
-
     bf16 = getattr(args, "cpu_bf16", False) and loaded.model.device.type == "cpu"
     if bf16:
-        from llava.model.cpu_features import cpu_has_native_bf16
-
         if not cpu_has_native_bf16():
             log.warning("--cpu-bf16: this CPU has no bf16 instructions (AVX512-BF16 or AMX); expect it slower")
     # Around everything, the prefix caches included: their keys and values must be bf16 too.
@@ -185,10 +165,6 @@ def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: 
 
 
 def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: str) -> dict:
-    from functools import partial
-
-    from llava.model.inputs import check_image_count, generate_batch, prompt_ids, render_prompt, to_model
-
     errors, todo, ids = [], [], []
     most_chars = max_prompt_chars(loaded)
     for q in questions:
@@ -212,8 +188,6 @@ def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id:
         ids.append(row)
     prefix = part = None
     if getattr(args, "prefix_cache", True) and args.num_beams == 1 and len(todo) > 1:
-        from llava.model.prefix_cache import PrefixCache, common_prefix, image_part
-
         shared = common_prefix(ids, loaded.image_token_id)
         if len(shared) >= 8:  # below that, not worth a cache copy per batch
             prefix = PrefixCache(loaded, shared)
@@ -222,8 +196,6 @@ def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id:
                 part = image_part(ids, loaded.image_token_id)
                 ids = [row[len(part):] for row in ids] if part else ids
     if part:
-        from llava.model.prefix_cache import image_grouped_batches
-
         batches = image_grouped_batches([q.image for q in todo], [len(r) for r in ids], args.batch_size)
     else:
         batches = length_sorted_batches([len(r) for r in ids], args.batch_size)
@@ -264,52 +236,25 @@ def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id:
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    check_files(args)
+    outputs = check_files(args, {"--question-file": args.question_file}, {"--image-folder": args.image_folder or None},
+                          batch_outputs("--answers-file", args.answers_file))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     torch.manual_seed(args.seed)
     questions, bad = read_questions(args.question_file)
-    refuse_outputs_over_images({"--answers-file": args.answers_file,
-                                "the errors file of --answers-file": errors_path(args.answers_file)},
-                               args.image_folder, [(q.image, q.line) for q in questions if q.image])
+    refuse_outputs_over_images(outputs, args.image_folder, [(q.image, q.line) for q in questions if q.image])
     if not questions and not bad:
         print(f"{args.question_file}: no questions (the file is empty)")
     questions = get_chunk(questions, args.num_chunks, args.chunk_idx)
-    model_id = args.model_id or Path(args.model_path.rstrip("/")).name
-    writer = open_for_model(args.answers_file, model_id, args.resume)
-    if writer.torn:
-        print(f"{args.answers_file}: cut off a half-written last line (a killed run); that question is asked again")
-    for e in writer.bad[:10]:
-        print(f"warning: {e['error']}")
-    todo = [q for q in questions if q.question_id not in writer.done]
-    if writer.done:
-        print(f"resuming: {len(questions) - len(todo)} of {len(questions)} questions already answered "
-              f"in {args.answers_file}")
-    errors = writer.bad + [{"line": b.line, "question_id": b.question_id, "error": b.error} for b in bad]
-    stats = {"answered": 0, "generated_tokens": 0, "seconds": 0.0, "errors": []}
-    try:
+    with ResumableRun(args.answers_file, args) as batch:
+        batch.errors += [{"line": b.line, "question_id": b.question_id, "error": b.error} for b in bad]
+        todo = batch.todo(questions)
         if todo:
-            from llava.model.builder import load_pretrained_model
-
-            try:
-                loaded = load_pretrained_model(args.model_path, args.model_base, load_4bit=args.load_4bit,
-                                               load_8bit=args.load_8bit, device=args.device)
-            except (OSError, ValueError) as exc:  # the loader's message names the file
-                raise SystemExit(f"error: cannot load --model-path {args.model_path}: {exc}") from None
-            stats = run(loaded, todo, args, writer, model_id)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {len(writer.done)} answers are safe in {args.answers_file}; "
-              "run the same command again to answer the rest")
-        raise SystemExit(130) from None
-    finally:
-        writer.close()
-        errors += stats["errors"]
-        write_errors(args.answers_file, errors)
-    s = stats["seconds"]
+            batch.add(run(batch.model(), todo, args, batch.store, batch.model_id))
+    stats, s = batch.stats, batch.stats["seconds"]
     print(f"answered {stats['answered']} questions in {s:.1f} s: {stats['answered'] / s if s else 0:.2f} answers/s, "
           f"{stats['generated_tokens'] / s if s else 0:.1f} generated tokens/s (batch {args.batch_size}); "
-          f"{len(writer.done)} answers in {args.answers_file}"
-          + (f"; {len(errors)} errors in {errors_path(args.answers_file)}" if errors else ""))
-    return {**stats, "errors": errors}
+          f"{len(batch.store.done)} answers in {args.answers_file}" + batch.errors_note())
+    return {**stats, "errors": batch.errors}
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ import argparse
 import math
 from pathlib import Path
 
+import torch
+
+from llava.conversation import get_template
+
 
 def model_dir_error(flag: str, path: str | None) -> str | None:
     """Why `path` is not a model directory, or None.  A name of the form ORG/NAME that is not a local
@@ -36,8 +40,6 @@ def model_dir_error(flag: str, path: str | None) -> str | None:
 def device_error(device: str | None) -> str | None:
     if device in (None, "auto"):
         return None
-    import torch
-
     try:
         dev = torch.device(device)
     except (RuntimeError, ValueError, TypeError) as exc:
@@ -73,8 +75,6 @@ def model_flag_errors(args: argparse.Namespace) -> list[str]:
     errors.append(model_dir_error("--model-path", getattr(args, "model_path", None)))
     errors.append(model_dir_error("--model-base", getattr(args, "model_base", None)))
     if getattr(args, "conv_mode", None) is not None:
-        from llava.conversation import get_template
-
         try:
             get_template(args.conv_mode)
         except ValueError as exc:

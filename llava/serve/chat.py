@@ -26,20 +26,6 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from llava.model.inputs import build_batch, render_prompt
 
-DEFAULT_MODELS = ("checkpoints/llava-smol-task-merged", "checkpoints/llava-smol-base")
-
-
-def default_model_path() -> str:
-    """The embedded default: the demo's fine-tuned model, else its base."""
-    from pathlib import Path
-
-    for path in DEFAULT_MODELS:
-        if (Path(path) / "config.json").exists():
-            return path
-    raise SystemExit(f"no --model-path given and the embedded default ({' or '.join(DEFAULT_MODELS)}) is not "
-                     "built yet: run `make demo` first, or pass --model-path")
-
-
 class PromptTooLong(ValueError):
     """The conversation with the new question does not fit the model's context; nothing was generated."""
 

@@ -23,11 +23,18 @@ load_pretrained_model, which keeps the tower and projector in full precision.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 
+import torch
+
+from llava.mm_utils import ImageError
+from llava.model.args import add_model_args, check_model_args, default_model_path, load_model, precision_note
+from llava.model.errors import ModelLoadError
 from llava.printable import first_surrogate
-from llava.serve.model_args import add_model_args, check_model_args
+from llava.serve.chat import ChatSession
+from llava.serve.images import open_image
 
 COMMANDS = "\\image PATH (new image, new conversation), \\reset (clear history), \\exit"
 
@@ -68,16 +75,6 @@ def read_line(prompt: str) -> str | None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    import logging
-
-    import torch
-
-    from llava.mm_utils import ImageError
-    from llava.model.errors import ModelLoadError
-    from llava.serve.chat import ChatSession, default_model_path
-    from llava.serve.images import open_image
-    from llava.serve.model_args import load_model, precision_note
-
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if hasattr(sys.stdin, "reconfigure"):  # undecodable input becomes a message in read_line, not a crash
         sys.stdin.reconfigure(errors="surrogateescape")

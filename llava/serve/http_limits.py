@@ -18,7 +18,12 @@ import asyncio
 import json
 import logging
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from llava.extras import missing_extra
+
+try:
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+except ImportError as exc:  # the `serve` extra
+    raise missing_extra("serve", exc, "the HTTP API") from exc
 
 log = logging.getLogger("llava.serve.openai_api")
 

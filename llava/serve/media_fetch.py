@@ -32,9 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
-import httpx
-
+from llava.extras import missing_extra
 from llava.serve.images import MAX_BYTES, decode_base64
+
+try:
+    import httpx
+except ImportError as exc:  # the `serve` extra
+    raise missing_extra("serve", exc, "fetching images by URL") from exc
 
 REDIRECT_STATUSES = {301, 302, 303, 307, 308}
 _DATA_URL = re.compile(r"^data:image/[\w.+-]+;base64,", re.IGNORECASE)

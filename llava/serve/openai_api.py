@@ -32,6 +32,29 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
+
+from llava.conversation import get_template
+from llava.extras import missing_extra
+from llava.mm_utils import ImageError
+from llava.model.args import add_model_args, check_model_args, default_model_path, load_model_or_exit
+from llava.model.inputs import prompt_ids, render_prompt
+from llava.serve.generation_queue import GenerationQueue, Job, QueueFull
+from llava.serve.http_limits import with_header_timeout
+from llava.serve.images import MAX_BYTES, MAX_PIXELS, decode_image_bytes
+from llava.serve.media_fetch import MediaError, MediaPolicy, image_bytes
+from llava.serve.openai_schema import (APIError, chunk_object, completion_object, error_body, models_object,
+                                       parse_chat_request)
+from llava.serve.prompt_bound import TokenBound
+
+try:
+    import uvicorn
+    from fastapi import Depends, FastAPI, Request
+    from fastapi.responses import JSONResponse, StreamingResponse
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
+except ImportError as exc:  # the `serve` extra: FastAPI, uvicorn (and httpx, for media_fetch)
+    raise missing_extra("serve", exc, "the HTTP API") from exc
 
 DEFAULT_MAX_REQUEST_BYTES = 20 * 1024 * 1024
 # Below the usual limit of 1024 open files, with room for the model's own.
@@ -43,9 +66,6 @@ log = logging.getLogger("llava.serve.openai_api")
 
 
 def parse_args(argv=None):
-    from llava.serve.images import MAX_BYTES, MAX_PIXELS
-    from llava.serve.model_args import add_model_args, check_model_args
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
     ap.add_argument("--served-model-name", default=None, help="the model id clients use (default: the directory name)")
@@ -84,9 +104,6 @@ def parse_args(argv=None):
                  "request_timeout", "max_queued_requests", "max_connections", "header_timeout", "body_timeout"):
         if getattr(args, name) <= 0:
             ap.error(f"--{name.replace('_', '-')} must be positive")
-    from llava.conversation import get_template
-    from llava.serve.media_fetch import MediaPolicy
-
     try:
         if args.conv_mode:
             get_template(args.conv_mode)
@@ -114,14 +131,6 @@ class ServerConfig:
 
 def build_app(loaded, cfg: ServerConfig):
     """The FastAPI app around a loaded model (llava.model.builder.LoadedModel)."""
-    from fastapi import Depends, FastAPI, Request
-    from fastapi.responses import JSONResponse, StreamingResponse
-    from starlette.exceptions import HTTPException
-
-    from llava.serve.generation_queue import GenerationQueue, QueueFull
-    from llava.serve.openai_schema import APIError, error_body, models_object, parse_chat_request
-    from llava.serve.prompt_bound import TokenBound
-
     app = FastAPI(title="llava OpenAI-compatible API", docs_url=None, redoc_url=None, openapi_url=None)
     generations = GenerationQueue(loaded, cfg.conv_mode, cfg.max_queued_requests)
     bound = TokenBound.of(loaded.tokenizer)  # None: prompts are only ever measured by tokenizing them
@@ -194,10 +203,6 @@ def build_app(loaded, cfg: ServerConfig):
 async def read_body(request, limit: int, timeout: float) -> bytes:
     """The body, refused as soon as it is known to pass `limit` (from Content-Length, or while reading), or
     when it has not all arrived within `timeout` seconds (a client dripping it would hold its connection)."""
-    from starlette.requests import ClientDisconnect
-
-    from llava.serve.openai_schema import APIError
-
     too_big = APIError(413, f"the request body is larger than this server's limit of {limit:,} bytes "
                             "(--max-request-bytes); send a smaller image", code="request_too_large")
     declared = request.headers.get("content-length", "")
@@ -220,8 +225,6 @@ async def read_body(request, limit: int, timeout: float) -> bytes:
 
 def client_gone():
     """For a request whose client hung up: nobody reads the answer, but the handler must end somehow."""
-    from llava.serve.openai_schema import APIError
-
     # 499 is nginx's "client closed request": it only reaches the access log.
     return APIError(499, "the client closed the connection before the answer", code="client_closed_request")
 
@@ -230,10 +233,6 @@ async def refuse_beyond_context(loaded, cfg: ServerConfig, bound, req) -> None:
     """Refuse a conversation that the template cannot render, or that cannot fit in the context from its length
     in characters alone, before its image is fetched or its text tokenized (the tokenizer takes far longer over
     megabytes of text than the parser or this bound)."""
-    from llava.conversation import get_template
-    from llava.model.inputs import render_prompt
-    from llava.serve.openai_schema import APIError
-
     if req.system is not None and get_template(cfg.conv_mode or loaded.conv_mode).style == "plain":
         raise APIError(400, "messages[0].role: this model's template (plain) has no system prompt to replace",
                        param="messages[0].role", code="unsupported_role")
@@ -259,12 +258,6 @@ def _answer_room(req) -> str:
 
 async def make_job(loaded, cfg: ServerConfig, req):
     """The generation job for a checked request: image fetched and decoded, token budget checked."""
-    from llava.mm_utils import ImageError
-    from llava.serve.generation_queue import Job
-    from llava.serve.images import decode_image_bytes
-    from llava.serve.media_fetch import MediaError, image_bytes
-    from llava.serve.openai_schema import APIError
-
     image = None
     if req.image_url is not None:
         try:
@@ -286,8 +279,6 @@ async def make_job(loaded, cfg: ServerConfig, req):
 
 def count_prompt_tokens(loaded, conv_mode, req, has_image: bool) -> int:
     """The prompt's length in tokens, rendered exactly as ChatSession will render it."""
-    from llava.model.inputs import prompt_ids, render_prompt
-
     return len(prompt_ids(loaded, render_prompt(loaded, req.question, has_image, conv_mode, req.history,
                                                   req.system)))
 
@@ -340,16 +331,12 @@ def finish_reason(job, usage: dict) -> str:
 
 
 def completion_response(cfg, job, text: str, usage: dict) -> dict:
-    from llava.serve.openai_schema import completion_object
-
     return completion_object(new_id(), int(time.time()), cfg.model_id, text, finish_reason(job, usage), usage)
 
 
 async def stream_events(cfg, req, job, deadline: float):
     """Server-sent events as OpenAI sends them: a role chunk, content chunks, a finish chunk, an optional
     usage chunk, then [DONE].  An error after the headers went out is an {"error": ...} event."""
-    from llava.serve.openai_schema import chunk_object, error_body
-
     request_id, created = new_id(), int(time.time())
 
     def event(obj) -> str:
@@ -407,8 +394,6 @@ class _Trim:
 
 
 def timeout_error(cfg):
-    from llava.serve.openai_schema import APIError
-
     return APIError(408, f"the request took longer than this server's limit of {cfg.request_timeout:g} s "
                          "(--request-timeout)", code="request_timeout", type="timeout_error")
 
@@ -418,20 +403,12 @@ def new_id() -> str:
 
 
 def served_model_name(args) -> str:
-    from pathlib import Path
-
     return args.served_model_name or Path(args.model_path.rstrip("/")).name or args.model_path
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
-    import uvicorn
-
-    from llava.serve.chat import default_model_path
-    from llava.serve.http_limits import with_header_timeout
-    from llava.serve.model_args import load_model_or_exit
-
     args.model_path = args.model_path or default_model_path()
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         log.warning("listening on %s without --api-key: anyone who can reach this port can use the model",

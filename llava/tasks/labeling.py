@@ -37,13 +37,20 @@ import sys
 import tempfile
 from pathlib import Path
 
+from llava.eval.answers_file import read_answer_texts
+from llava.eval.model_vqa import run
+from llava.eval.output_paths import refuse_outputs_over_images
 from llava.eval.question_file import Question, get_chunk
+from llava.eval.resumable import ResumableRun, Words, add_batch_args, batch_outputs, check_files
+from llava.model.args import add_model_args
 from llava.model.flags import check_flags
-from llava.serve.model_args import add_model_args
+from llava.model.text_embedder import load_text_embedder
+from llava.serve.search import DESCRIBE  # one question for the labels and for a search by image
+from llava.tasks.categories import CategoryError, CategoryMatcher, read_categories
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-DESCRIBE = "Describe the image in one sentence."
+WORDS = Words(items="answers", already="already", results="answers", verb="label")
 COLUMNS = ["image", "description", "category", "flagged", "model_category", "similarity"]
 
 
@@ -55,7 +62,7 @@ def category_question(categories: list[str]) -> str:
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
-    ap.add_argument("--model-id", default=None)
+    add_batch_args(ap, "--output", max_new_tokens=48)
     ap.add_argument("--images", required=True, help="a folder of images (searched recursively)")
     ap.add_argument("--categories", required=True, help="allowed categories, one per line")
     ap.add_argument("--output", required=True, help="labels CSV")
@@ -64,11 +71,6 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "all-MiniLM-L6-v2; 'none' = string similarity)")
     ap.add_argument("--num-shards", type=int, default=1, help="split the images into this many shards ...")
     ap.add_argument("--shard-idx", type=int, default=0, help="... and label this one (0-based)")
-    ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--num-workers", type=int, default=2)
-    ap.add_argument("--no-resume", dest="resume", action="store_false")
-    ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args(argv)
     check_flags(ap, args)  # model and count flags, before anything is read or loaded
     if args.num_shards < 1:
@@ -134,32 +136,27 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def check_files(args: argparse.Namespace) -> dict[str, Path]:
-    """The inputs exist, and no output (labels.csv, its answers store and errors file) is an input."""
-    from llava.eval.answers_file import errors_path
-    from llava.eval.output_paths import check_inputs, check_outputs, refuse_outputs_in_model_dirs
-
-    check_inputs({"--categories": args.categories},
-                 {"--images": args.images, "--embedder": None if args.embedder in (None, "none") else args.embedder})
-    output = Path(args.output)
-    outputs = {"--output": output, "the answers store of --output": output.with_suffix(".answers.jsonl"),
-               "the errors file of --output": errors_path(output)}
-    check_outputs(outputs, {"--categories": args.categories})
-    refuse_outputs_in_model_dirs(outputs, {"--model-path": args.model_path, "--model-base": args.model_base})
-    return outputs
+def image_errors(errors: list[dict]) -> list[dict]:
+    """One error per image, not one per question (its description's and its category's); the records
+    that name no question (unusable file names, unreadable lines of the answers store) as they are."""
+    skipped, rest = {}, []
+    for e in errors:
+        if e.get("question_id") is None:
+            rest.append(e)
+            continue
+        image = e["question_id"].rsplit("#", 1)[0]
+        skipped.setdefault(image, {"image": image, "error": e["error"]})
+    return list(skipped.values()) + rest
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    outputs = check_files(args)
+    output = Path(args.output)
+    store_path = output.with_suffix(".answers.jsonl")
+    embedder_dir = None if args.embedder in (None, "none") else args.embedder
+    outputs = check_files(args, {"--categories": args.categories}, {"--images": args.images, "--embedder": embedder_dir},
+                          batch_outputs("--output", output, {"the answers store of --output": store_path}))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from llava.eval.answers_file import open_for_model, read_answer_texts, write_errors
-    from llava.eval.model_vqa import run
-    from llava.eval.output_paths import refuse_outputs_over_images
-    from llava.serve.chat import default_model_path
-    from llava.serve.model_args import load_model_or_exit
-    from llava.tasks.categories import CategoryError, CategoryMatcher, load_text_embedder, read_categories
-
     try:
         categories = read_categories(args.categories)
     except CategoryError as exc:
@@ -174,17 +171,9 @@ def main(argv=None) -> dict:
         embedder = None if args.embedder == "none" else load_text_embedder(args.embedder)
     except (OSError, ValueError) as exc:
         raise SystemExit(f"error: --embedder {args.embedder}: cannot load ({exc})") from None
-    output = outputs["--output"]
-    store_path = outputs["the answers store of --output"]
-    args.model_path = args.model_path or default_model_path()
-    model_id = args.model_id or Path(args.model_path.rstrip("/")).name
-    store = open_for_model(store_path, model_id, args.resume, flag="--output")
-    for e in store.bad[:10]:
-        print(f"warning: {e['error']}")
-    stats = {"answered": 0, "generated_tokens": 0, "seconds": 0.0, "errors": []}
     args.image_folder = args.images
-    loaded = None
-    try:
+    with ResumableRun(store_path, args, WORDS, flag="--output", errors_for=output, group_errors=image_errors) as batch:
+        batch.errors += unnamed
         # Two passes: the descriptions, then each category after its description.
         for stage in ("description", "category"):
             if stage == "description":
@@ -193,37 +182,19 @@ def main(argv=None) -> dict:
                 descriptions = {qid.rsplit("#", 1)[0]: text for qid, text in read_answer_texts(store_path).items()
                                 if qid.endswith("#description")}
                 questions = category_questions(images, descriptions, categories)
-            todo = [q for q in questions if q.question_id not in store.done]
-            if len(todo) < len(questions):
-                print(f"resuming: {len(questions) - len(todo)} of {len(questions)} {stage} answers already in "
-                      f"{store_path}")
+            todo = batch.todo(questions, f"{stage} answers")
             if todo:
-                loaded = loaded or load_model_or_exit(args)
-                part = run(loaded, todo, args, store, model_id)
-                for key in ("answered", "generated_tokens", "seconds"):
-                    stats[key] += part[key]
-                stats["errors"] += part["errors"]
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: the answers so far are safe in {store_path}; run the same command again")
-        raise SystemExit(130) from None
-    finally:
-        store.close()
-    # One error per image, not one per question; then the store's unreadable lines and unusable file names.
-    skipped = {}
-    for e in stats["errors"]:
-        image = e["question_id"].rsplit("#", 1)[0]
-        skipped.setdefault(image, {"image": image, "error": e["error"]})
-    skipped.update({e["image"]: e for e in unnamed})
-    write_errors(output, list(skipped.values()) + store.bad)
+                batch.add(run(batch.model(), todo, args, batch.store, batch.model_id))
     rows = label_rows(images, read_answer_texts(store_path), CategoryMatcher(categories, embedder))
     write_csv(output, rows)
     flagged = sum(r["flagged"] == "yes" for r in rows)
-    s = stats["seconds"]
+    skipped = [e for e in batch.written_errors() if "image" in e]  # not the store's unreadable lines
+    s = batch.stats["seconds"]
     print(f"labelled {len(rows)} of {len(images)} images -> {output} ({flagged} categories mapped to the nearest "
           f"allowed one and flagged, by {'embedding' if embedder else 'string'} similarity); "
-          f"{stats['generated_tokens'] / s if s else 0:.1f} generated tokens/s"
+          f"{batch.stats['generated_tokens'] / s if s else 0:.1f} generated tokens/s"
           + (f"; {len(skipped)} images skipped, see {output.with_suffix('.errors.jsonl')}" if skipped else ""))
-    for e in list(skipped.values())[:10]:
+    for e in skipped[:10]:
         print(f"  skipped {e['error']}")
     return {"labelled": len(rows), "images": len(images), "flagged": flagged, "skipped": len(skipped)}
 

@@ -186,7 +186,7 @@ def main(argv=None) -> dict:
     c.add_argument("--labels", required=True)
     c.add_argument("--truth", required=True)
     r = sub.add_parser("retrieval-score")
-    from llava.serve.model_args import add_model_args
+    from llava.model.args import add_model_args
 
     add_model_args(r)
     r.add_argument("--db", required=True)
@@ -204,8 +204,8 @@ def main(argv=None) -> dict:
     if args.command == "score":
         res = score_labels(args.labels, args.truth)
     else:
-        from llava.serve.model_args import load_model_or_exit
-        from llava.tasks.categories import load_text_embedder
+        from llava.model.args import load_model_or_exit
+        from llava.model.text_embedder import load_text_embedder
         from llava.tasks.retrieval import Index, describe
 
         loaded = load_model_or_exit(args)

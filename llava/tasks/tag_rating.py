@@ -38,27 +38,33 @@ from pathlib import Path
 
 import torch
 
+from llava.conversation import USER, first_turn_with_image, get_template
+from llava.data.tables import TableError, has_undecodable, is_missing, open_table
+from llava.eval.evaluate import evaluate, format_table, read_annotations, read_answers
+from llava.eval.json_lines import unpaired_surrogate
+from llava.eval.model_vqa import run
+from llava.eval.output_paths import refuse_outputs_over_images
 from llava.eval.question_file import BadLine, Question, image_name_error, question_id_of
+from llava.eval.resumable import ResumableRun, Words, add_batch_args, batch_outputs, check_files
+from llava.mm_utils import load_image
+from llava.model.args import add_model_args
 from llava.model.flags import check_flags
-from llava.serve.model_args import add_model_args
+from llava.model.inputs import build_batch
 from llava.tasks.rating_prompt import ANSWER_PREFIX, SCORE_PREFIX, format_answer, parse_answer, rating_prompt
 
 log = logging.getLogger(__name__)
+WORDS = Words(items="pairs", already="already rated", results="ratings", verb="rate",
+              torn="that pair is rated again")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     add_model_args(ap)
-    ap.add_argument("--model-id", default=None, help="model_id in the output (default: the model directory's name)")
+    add_batch_args(ap, "--output", max_new_tokens=64)
     ap.add_argument("--input", required=True, help="rows of question_id (or id), image, tag")
     ap.add_argument("--image-folder", default="", help="image paths in --input are relative to this")
     ap.add_argument("--output", required=True, help="ratings JSONL (resumed when it exists)")
     ap.add_argument("--annotation-file", default=None, help="gold scores: print the rating metrics")
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--num-workers", type=int, default=2)
-    ap.add_argument("--no-resume", dest="resume", action="store_false", help="overwrite --output")
-    ap.add_argument("--no-progress", dest="progress", action="store_false")
     args = ap.parse_args(argv)
     check_flags(ap, args)  # model and count flags, before anything is read or loaded
     # What model_vqa.run reads: greedy, one beam.
@@ -68,9 +74,6 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def _value_error(values: dict) -> str | None:
     """A field that cannot be text: bytes that were not UTF-8, or a lone surrogate escape from JSON."""
-    from llava.data.tables import has_undecodable
-    from llava.eval.json_lines import unpaired_surrogate
-
     for name, value in values.items():
         if isinstance(value, str) and has_undecodable(value):
             return f"field {name!r} holds bytes that are not UTF-8"
@@ -80,8 +83,6 @@ def _value_error(values: dict) -> str | None:
 
 def read_pairs(path: str | Path) -> tuple[list[Question], list[BadLine], dict[str, str]]:
     """Questions whose text is the rating prompt, the unusable rows, and each question's tag."""
-    from llava.data.tables import is_missing, open_table
-
     questions, bad, tags, seen = [], [], {}, {}
     for n, rec in enumerate(open_table(path).records, 1):
         where, line = str(rec.loc), rec.loc.line or rec.loc.row or n
@@ -129,8 +130,6 @@ class ConstrainedRater:
 
     def _prefix(self, question: Question, partial: str) -> str:
         """The prompt with the assistant's answer begun as `partial`, in the model's template."""
-        from llava.conversation import USER, first_turn_with_image, get_template
-
         template = get_template(self.conv_mode or self.loaded.conv_mode)
         user = first_turn_with_image(question.text) if question.image else question.text
         text, spans = template.render([(USER, user), ("assistant", partial)], eos_token=self.loaded.tokenizer.eos_token)
@@ -138,9 +137,6 @@ class ConstrainedRater:
 
     @torch.inference_mode()
     def rate(self, question: Question) -> tuple[int, str]:
-        from llava.mm_utils import load_image
-        from llava.model.inputs import build_batch
-
         loaded = self.loaded
         image = load_image(self.image_folder / question.image) if question.image else None
         prefix = self._prefix(question, ANSWER_PREFIX)
@@ -215,32 +211,13 @@ def peak_memory() -> dict:
     return out
 
 
-def check_files(args: argparse.Namespace) -> dict[str, Path]:
-    """The inputs exist, and no output (the ratings, their errors and stats files) is an input; the
-    outputs by name."""
-    from llava.eval.answers_file import errors_path
-    from llava.eval.output_paths import check_inputs, check_outputs, refuse_outputs_in_model_dirs
-
-    check_inputs({"--input": args.input, "--annotation-file": args.annotation_file},
-                 {"--image-folder": args.image_folder or None})
-    outputs = {"--output": Path(args.output), "the errors file of --output": errors_path(args.output),
-               "the stats file of --output": Path(args.output).with_suffix(".stats.json")}
-    check_outputs(outputs, {"--input": args.input, "--annotation-file": args.annotation_file})
-    refuse_outputs_in_model_dirs(outputs, {"--model-path": args.model_path, "--model-base": args.model_base})
-    return outputs
-
-
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    outputs = check_files(args)
+    outputs = check_files(args, {"--input": args.input, "--annotation-file": args.annotation_file},
+                          {"--image-folder": args.image_folder or None},
+                          batch_outputs("--output", args.output,
+                                        {"the stats file of --output": Path(args.output).with_suffix(".stats.json")}))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from llava.data.tables import TableError
-    from llava.eval.answers_file import errors_path, open_for_model, write_errors
-    from llava.eval.model_vqa import run
-    from llava.eval.output_paths import refuse_outputs_over_images
-    from llava.serve.chat import default_model_path
-    from llava.serve.model_args import load_model_or_exit
-
     try:
         questions, bad, tags = read_pairs(args.input)
     except TableError as exc:
@@ -248,50 +225,29 @@ def main(argv=None) -> dict:
     refuse_outputs_over_images(outputs, args.image_folder, [(q.image, q.line) for q in questions if q.image])
     if not questions and not bad:
         print(f"{args.input}: no pairs to rate (the file is empty)")
-    args.model_path = args.model_path or default_model_path()
-    model_id = args.model_id or Path(args.model_path.rstrip("/")).name
-    answers = open_for_model(args.output, model_id, args.resume, flag="--output")
-    if answers.torn:
-        print(f"{args.output}: cut off a half-written last line (a killed run); that pair is rated again")
-    for e in answers.bad[:10]:
-        print(f"warning: {e['error']}")
-    todo = [q for q in questions if q.question_id not in answers.done]
-    if answers.done:
-        print(f"resuming: {len(questions) - len(todo)} of {len(questions)} pairs already rated in {args.output}")
-    errors = answers.bad + [{"line": b.line, "question_id": b.question_id, "error": b.error} for b in bad]
-    stats = {"answered": 0, "generated_tokens": 0, "seconds": 0.0, "errors": []}
     flagged = 0
-    try:
+    with ResumableRun(args.output, args, WORDS, flag="--output") as batch:
+        batch.errors += [{"line": b.line, "question_id": b.question_id, "error": b.error} for b in bad]
+        todo = batch.todo(questions)
         if todo:
-            loaded = load_model_or_exit(args)
-            rater = ConstrainedRater(loaded, args.conv_mode, args.image_folder, args.max_new_tokens)
-            writer = RatingWriter(answers, todo, tags, rater)
+            rater = ConstrainedRater(batch.model(), args.conv_mode, args.image_folder, args.max_new_tokens)
+            writer = RatingWriter(batch.store, todo, tags, rater)
             start = time.perf_counter()
-            stats = run(loaded, todo, args, writer, model_id)
-            stats["seconds"] = time.perf_counter() - start  # with the constrained retries
-            stats["generated_tokens"] += rater.generated_tokens
+            batch.add(run(batch.model(), todo, args, writer, batch.model_id))
+            batch.stats["seconds"] = time.perf_counter() - start  # with the constrained retries
+            batch.stats["generated_tokens"] += rater.generated_tokens
             flagged = writer.flagged
-            stats["errors"] += writer.errors
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: {len(answers.done)} ratings are safe in {args.output}; run the same command again")
-        raise SystemExit(130) from None
-    finally:
-        answers.close()
-        errors += stats["errors"]
-        write_errors(args.output, errors)
-    s = stats["seconds"]
-    result = {"rated": stats["answered"], "flagged": flagged, "seconds": round(s, 2),
-              "tokens_per_second": round(stats["generated_tokens"] / s, 1) if s else 0.0, **peak_memory(),
+            batch.errors += writer.errors
+    s, errors = batch.stats["seconds"], batch.errors
+    result = {"rated": batch.stats["answered"], "flagged": flagged, "seconds": round(s, 2),
+              "tokens_per_second": round(batch.stats["generated_tokens"] / s, 1) if s else 0.0, **peak_memory(),
               "errors": len(errors)}
     print(f"rated {result['rated']} pairs in {s:.1f} s, {result['tokens_per_second']} generated tokens/s, "
           f"peak memory {result['peak_rss_mib']} MiB RSS"
           + (f", {result['peak_cuda_mib']} MiB CUDA" if "peak_cuda_mib" in result else "")
-          + f"; {flagged} unparseable answers scored by constrained decoding (flagged)"
-          + (f"; {len(errors)} errors in {errors_path(args.output)}" if errors else ""))
-    Path(args.output).with_suffix(".stats.json").write_text(json.dumps(result, indent=1) + "\n")
+          + f"; {flagged} unparseable answers scored by constrained decoding (flagged)" + batch.errors_note())
+    outputs["the stats file of --output"].write_text(json.dumps(result, indent=1) + "\n")
     if args.annotation_file:
-        from llava.eval.evaluate import evaluate, format_table, read_annotations, read_answers
-
         key = read_annotations(args.annotation_file, "rating")  # its unusable lines are printed, and left out
         if not key:
             print(f"{args.annotation_file}: no usable gold score; no metrics")

@@ -1,4 +1,5 @@
-"""An open_clip model, when the user has one: image and text embeddings for retrieval, and CLIPScore.
+"""An open_clip model, when the user has one: image and text embeddings for retrieval (llava.tasks.retrieval)
+and CLIPScore (llava.eval.evaluate --metric caption).
 
     clip = ClipModel("local-dir:/models/clip-vit-b-32")       # open_clip_config.json + weights in a folder
     clip = ClipModel("ViT-B-32:/models/vit-b-32.safetensors")  # a built-in architecture and a weights file
@@ -16,6 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llava.extras import missing_extra
+
 CLIPSCORE_WEIGHT = 2.5
 
 
@@ -23,8 +26,8 @@ class ClipModel:
     def __init__(self, spec: str, device: str = "cpu"):
         try:
             import open_clip
-        except ImportError as exc:
-            raise SystemExit("error: --clip-model needs open_clip: pip install open_clip_torch") from exc
+        except ImportError as exc:  # the `tasks` extra (open_clip_torch)
+            raise missing_extra("tasks", exc, "--clip-model") from exc
         if spec.startswith(("local-dir:", "hf-hub:")):
             name, pretrained = spec, None
         else:
