@@ -33,7 +33,7 @@ for d in "$LORA" "$OUT"; do
   fi
 done
 echo "== 1/6 sample captioning task -> $DATA"
-if complete "$DATA"; then echo "   (exists)"; else clear_partial "$DATA"; "$PY" -m llava.tasks.caption_data --output-dir "$DATA"; fi
+if complete "$DATA"; then echo "   (exists)"; else clear_partial "$DATA"; "$PY" -m llava.demo.caption_task --output-dir "$DATA"; fi
 
 caption() {  # caption MODEL NAME [model_vqa flags]
   local model=$1 name=$2; shift 2

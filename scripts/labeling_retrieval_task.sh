@@ -26,7 +26,7 @@ for d in "$LORA" "$OUT"; do
   fi
 done
 echo "== 1/4 sample labeling task -> $DATA"
-if complete "$DATA"; then echo "   (exists)"; else clear_partial "$DATA"; "$PY" -m llava.tasks.labeling_data sample --output-dir "$DATA"; fi
+if complete "$DATA"; then echo "   (exists)"; else clear_partial "$DATA"; "$PY" -m llava.demo.labeling_task --output-dir "$DATA"; fi
 mkdir -p "$OUT"
 
 run() {  # run MODEL NAME: label, score, build the table, query it

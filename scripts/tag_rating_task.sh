@@ -30,7 +30,7 @@ for d in "$LORA" "$OUT"; do
   fi
 done
 echo "== 1/5 sample rating task -> $DATA"
-if complete "$DATA"; then echo "   (exists)"; else clear_partial "$DATA"; "$PY" -m llava.tasks.rating_data sample --output-dir "$DATA"; fi
+if complete "$DATA"; then echo "   (exists)"; else clear_partial "$DATA"; "$PY" -m llava.demo.rating_task --output-dir "$DATA"; fi
 PAIRS=$DATA/test/pairs.jsonl
 if [ -n "${LIMIT:-}" ]; then head -n "$LIMIT" "$DATA/test/pairs.jsonl" > "$DATA/test/pairs_$LIMIT.jsonl"; PAIRS=$DATA/test/pairs_$LIMIT.jsonl; fi
 mkdir -p "$OUT"
