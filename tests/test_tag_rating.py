@@ -13,9 +13,9 @@ import torch
 from PIL import Image
 
 from llava.constants import IGNORE_INDEX
-from llava.demo.scenes import SceneObject
 from llava.demo.rating_task import (candidate_ratings, choose_ratings, make_rating_task, rate_color, rate_count,
                                      rate_object, rate_shape)
+from llava.demo.scenes import SceneObject
 from llava.tasks.rating_data import convert
 from llava.tasks.rating_prompt import SCALE, format_answer, parse_answer, partial_explanation, rating_prompt
 

@@ -59,7 +59,8 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def sentencepiece_model_path() -> Path:
     spec = importlib.util.find_spec("mistral_common")
     if spec is None:
-        raise RuntimeError("the tiny model's tokenizer comes from mistral-common: pip install mistral-common")
+        raise RuntimeError("the tiny model's tokenizer comes from mistral-common: pip install -e '.[demo]' "
+                           "(or pip install mistral-common)")
     path = Path(spec.origin).parent / "data" / "tokenizer.model.v1"
     if not path.exists():
         raise RuntimeError(f"{path} not found; this mistral-common release no longer ships it")
