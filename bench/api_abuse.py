@@ -194,7 +194,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model_path) if args.model_path else None
         if model is None:
-            from llava.model.tiny import build
+            from llava.demo.models import build
 
             t0 = time.perf_counter()
             model = build(Path(tmp) / "tiny-llava", parts_dir=Path(tmp) / "parts")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from llava.model.tiny import build  # noqa: E402
+from llava.demo.models import build  # noqa: E402
 
 PRESET = {
     "vision": dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=4,

@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from llava.data.preprocess import PreprocessConfig, preprocess
-from llava.data.sample_task import IMAGE_TEMPLATE, make_sample_task
+from llava.demo.scenes import IMAGE_TEMPLATE
+from llava.demo.vqa_task import make_sample_task
 
 
 def run_once(task: dict, out: Path, workers: int | None) -> tuple[float, int]:

@@ -20,8 +20,8 @@ import torch  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from transformers import CLIPVisionModel  # noqa: E402
 
+from llava.demo.tower_pretrain import make_batch, patch_features  # noqa: E402
 from llava.model.processor import image_processor_from_dir  # noqa: E402
-from llava.model.tower_pretrain import make_batch, patch_features  # noqa: E402
 
 
 def main(argv=None) -> dict:

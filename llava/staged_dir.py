@@ -1,6 +1,6 @@
 """Build an output folder so that a killed run never leaves something that looks finished.
 
-    with staged_dir("playground/data/sample_task", "llava.data.sample_task seed=0") as tmp:
+    with staged_dir("playground/data/sample_task", "llava.demo.vqa_task seed=0") as tmp:
         ... write everything into tmp ...
 
 The generator writes into a hidden sibling, `.NAME.partial`; only when it has

@@ -11,6 +11,12 @@ clear_partial() {
   fi
   return 0
 }
+# build_once OUT COMMAND...: the step that builds OUT with a command that stages OUT and marks it
+# complete itself (a generator, the merge): skipped when OUT is complete, else run on a clean slate.
+build_once() {
+  local out=$1; shift
+  if complete "$out"; then echo "   (exists)"; else clear_partial "$out"; "$@"; fi
+}
 # A training output from before the markers: complete when its weights file reads whole.
 weights_whole() {
   [ -f "$1" ] && "$PYTHON" -c "import sys; from safetensors.torch import load_file; load_file(sys.argv[1])" "$1" 2>/dev/null

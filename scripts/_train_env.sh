@@ -15,6 +15,8 @@ _args=()
 for _a in "$@"; do [ "$_a" = --dry-run ] && DRY_RUN=1 || _args+=("$_a"); done
 set -- ${_args[@]+"${_args[@]}"}
 unset _args _a
+# by_device ON_GPU ON_CPU: the value of a recipe flag for this device.
+by_device() { if [ "$ON_GPU" = 1 ]; then echo "$1"; else echo "$2"; fi; }
 # Run the launch command (the caller's last line), or print it under --dry-run.
 launch() {
   if [ "$DRY_RUN" = 1 ]; then printf '%q ' "$@"; echo; exit 0; fi

@@ -47,18 +47,12 @@ elapsed() { echo "   ($(( $(date +%s) - $1 )) s)"; }
 
 if want 1; then
   step "1/12 embedded model parts: CLIP tower (64 px, random) + SmolLM2-135M-Instruct -> $INIT"
-  if complete "$INIT"; then echo "   (exists)"; else
-    clear_partial "$INIT"
-    "$PY" -m llava.model.tiny --preset smol --output-dir "$INIT"
-  fi
+  build_once "$INIT" "$PY" -m llava.demo.models --preset smol --output-dir "$INIT"
 fi
 
 if want 2; then
   step "2/12 caption data for the base: synthetic scenes, other seeds than the task -> $CAPS"
-  if complete "$CAPS"; then echo "   (exists)"; else
-    clear_partial "$CAPS"
-    "$PY" -m llava.data.scene_captions --output-dir "$CAPS"
-  fi
+  build_once "$CAPS" "$PY" -m llava.demo.scene_captions --output-dir "$CAPS"
 fi
 
 if want 3; then
@@ -66,7 +60,7 @@ if want 3; then
   # tower_pretrain.json is written last; a tower from before the position head (no col_acc) is rebuilt.
   if grep -q col_acc "$TOWER/tower_pretrain.json" 2>/dev/null; then echo "   (exists)"; else
     [ -e "$TOWER" ] && { echo "   $TOWER is incomplete or outdated: building it again"; rm -rf "$TOWER"; }
-    "$PY" -m llava.model.tower_pretrain --tower "$INIT-parts/vision_tower" --output-dir "$TOWER" --steps 1200 --pool 12000
+    "$PY" -m llava.demo.tower_pretrain --tower "$INIT-parts/vision_tower" --output-dir "$TOWER" --steps 1200 --pool 12000
   fi
 fi
 
@@ -110,10 +104,7 @@ fi
 
 if want 6; then
   step "6/12 sample task (raw CSV + images, as a competition ships it) -> $RAW"
-  if complete "$RAW"; then echo "   (exists)"; else
-    clear_partial "$RAW"
-    "$PY" -m llava.data.sample_task --output-dir "$RAW"
-  fi
+  build_once "$RAW" "$PY" -m llava.demo.vqa_task --output-dir "$RAW"
 fi
 
 if want 7; then

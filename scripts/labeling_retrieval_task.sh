@@ -6,27 +6,16 @@
 #
 # Environment: BASE (default checkpoints/llava-smol-base), STEPS (LoRA steps, 80), PYTHON.
 set -euo pipefail
-source "$(dirname "$0")/_env.sh"
-source scripts/_steps.sh
-PY=$PYTHON
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-BASE=${BASE:-checkpoints/llava-smol-base}
+source "$(dirname "$0")/_task.sh"
 STEPS=${STEPS:-80}
 DATA=playground/data/labeling
 LORA=checkpoints/llava-smol-labeling-lora
 MERGED=checkpoints/llava-smol-labeling-merged
 OUT=$DATA/runs
+task_start
 
-[ -f "$BASE/config.json" ] || { echo "no embedded base at $BASE: run make demo first" >&2; exit 1; }
-# An adapter or results made before the base was (re)built belong to another base: start over, rather
-# than merge an old adapter into a new base or resume its answers.
-for d in "$LORA" "$OUT"; do
-  if [ -e "$d" ] && ! [ "$d" -nt "$BASE/config.json" ]; then
-    echo "   $d is older than $BASE: removing it and what was made from it"; rm -rf "$LORA" "$MERGED" "$OUT"
-  fi
-done
 echo "== 1/4 sample labeling task -> $DATA"
-if complete "$DATA"; then echo "   (exists)"; else clear_partial "$DATA"; "$PY" -m llava.tasks.labeling_data sample --output-dir "$DATA"; fi
+build_once "$DATA" "$PY" -m llava.demo.labeling_task --output-dir "$DATA"
 mkdir -p "$OUT"
 
 run() {  # run MODEL NAME: label, score, build the table, query it
@@ -45,16 +34,8 @@ echo "== 2/4 the base before fine-tuning"
 run "$BASE" base
 
 echo "== 3/4 LoRA fine-tune on the labeling conversations ($STEPS steps), merge -> $MERGED"
-if ! { complete "$LORA" || { [ -f "$LORA/wall_seconds.txt" ] && weights_whole "$LORA/adapter_model.safetensors"; }; }; then
-  t0=$(date +%s)
-  # CPU_BF16_WEIGHTS=0: the recipe as measured in docs/ (fp32 weights under CPU bf16 autocast).
-  CPU_BF16_WEIGHTS=0 bash scripts/finetune_task_lora.sh --model_name_or_path "$BASE" --data_path "$DATA/train.json" \
-    --image_folder "$DATA/train_images" --output_dir "$LORA" --max_steps "$STEPS"
-  echo "$(( $(date +%s) - t0 ))" > "$LORA/wall_seconds.txt"
-  mark_complete "$LORA" "scripts/finetune_task_lora.sh"
-fi
-complete "$MERGED" || { clear_partial "$MERGED"; "$PY" scripts/merge_lora_weights.py --model-path "$LORA" --model-base "$BASE" \
-  --save-model-path "$MERGED"; }
+lora_step "$DATA/train.json" "$DATA/train_images"
+merge_step "$LORA"
 
 echo "== 4/4 the fine-tuned model"
 run "$MERGED" merged

@@ -6,11 +6,8 @@
 #       --model_name_or_path lmsys/vicuna-7b-v1.5 --data_path blip_laion_cc_sbu_558k.json --image_folder images
 set -euo pipefail
 source "$(dirname "$0")/_train_env.sh"
-if [ "$ON_GPU" = 1 ]; then
-  RECIPE=(--learning_rate 1e-3 --per_device_train_batch_size 32 --num_train_epochs 1 --save_steps 24000)
-else
-  RECIPE=(--learning_rate 1e-3 --per_device_train_batch_size 16 --num_train_epochs 1 --save_steps 50)
-fi
+RECIPE=(--learning_rate 1e-3 --per_device_train_batch_size "$(by_device 32 16)" --num_train_epochs 1
+  --save_steps "$(by_device 24000 50)")
 launch "${LAUNCH[@]}" llava/train/train.py --deepspeed "$ZERO" --tune_mm_mlp_adapter True --version plain \
   --vision_tower checkpoints/smol-clip \
   --model_name_or_path checkpoints/llava-smol-init-parts/llm \

@@ -10,27 +10,16 @@
 # Environment: BASE (default checkpoints/llava-smol-base), STEPS (LoRA steps, default 100),
 # LIMIT (test pairs rated, default all 450), PYTHON.
 set -euo pipefail
-source "$(dirname "$0")/_env.sh"
-source scripts/_steps.sh
-PY=$PYTHON
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-BASE=${BASE:-checkpoints/llava-smol-base}
+source "$(dirname "$0")/_task.sh"
 STEPS=${STEPS:-100}
 DATA=playground/data/tag_rating
 LORA=checkpoints/llava-smol-rating-lora
 MERGED=checkpoints/llava-smol-rating-merged
 OUT=$DATA/ratings
+task_start
 
-[ -f "$BASE/config.json" ] || { echo "no embedded base at $BASE: run make demo first" >&2; exit 1; }
-# An adapter or results made before the base was (re)built belong to another base: start over, rather
-# than merge an old adapter into a new base or resume its answers.
-for d in "$LORA" "$OUT"; do
-  if [ -e "$d" ] && ! [ "$d" -nt "$BASE/config.json" ]; then
-    echo "   $d is older than $BASE: removing it and what was made from it"; rm -rf "$LORA" "$MERGED" "$OUT"
-  fi
-done
 echo "== 1/5 sample rating task -> $DATA"
-if complete "$DATA"; then echo "   (exists)"; else clear_partial "$DATA"; "$PY" -m llava.tasks.rating_data sample --output-dir "$DATA"; fi
+build_once "$DATA" "$PY" -m llava.demo.rating_task --output-dir "$DATA"
 PAIRS=$DATA/test/pairs.jsonl
 if [ -n "${LIMIT:-}" ]; then head -n "$LIMIT" "$DATA/test/pairs.jsonl" > "$DATA/test/pairs_$LIMIT.jsonl"; PAIRS=$DATA/test/pairs_$LIMIT.jsonl; fi
 mkdir -p "$OUT"
@@ -46,18 +35,10 @@ echo "== 2/5 the base before fine-tuning -> $OUT/base.jsonl"
 rate "$BASE" base
 
 echo "== 3/5 LoRA fine-tune on the rating conversations ($STEPS steps) -> $LORA"
-if complete "$LORA" || { [ -f "$LORA/wall_seconds.txt" ] && weights_whole "$LORA/adapter_model.safetensors"; }; then echo "   (exists)"; else
-  t0=$(date +%s)
-  # CPU_BF16_WEIGHTS=0: the recipe as measured in docs/ (fp32 weights under CPU bf16 autocast).
-  CPU_BF16_WEIGHTS=0 bash scripts/finetune_task_lora.sh --model_name_or_path "$BASE" --data_path "$DATA/train/conversations.json" \
-    --image_folder "$DATA/images" --output_dir "$LORA" --max_steps "$STEPS"
-  echo "$(( $(date +%s) - t0 ))" > "$LORA/wall_seconds.txt"
-  mark_complete "$LORA" "scripts/finetune_task_lora.sh"
-fi
+lora_step "$DATA/train/conversations.json" "$DATA/images"
 
 echo "== 4/5 merge -> $MERGED"
-if complete "$MERGED"; then echo "   (exists)"; else clear_partial "$MERGED"
-  "$PY" scripts/merge_lora_weights.py --model-path "$LORA" --model-base "$BASE" --save-model-path "$MERGED"; fi
+merge_step "$LORA"
 
 echo "== 5/5 the fine-tuned model -> $OUT/merged.jsonl"
 rate "$MERGED" merged

@@ -22,7 +22,7 @@ def tiny_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_hf(tiny_root):
     """The tiny model as a transformers llava directory (what we save)."""
-    from llava.model.tiny import build
+    from llava.demo.models import build
 
     return build(tiny_root / "tiny-llava", parts_dir=tiny_root / "parts")
 
@@ -38,7 +38,7 @@ def tiny_original(tiny_hf, tiny_root):
     tower weights not stored (loaded from mm_vision_tower), two .bin shards with an index."""
     import torch
 
-    from llava.model.tiny import build
+    from llava.demo.models import build
 
     out = tiny_root / "tiny-original"
     build(out, layout="original", parts_dir=tiny_root / "parts", shards=2, original_dtype=torch.float32)

@@ -53,7 +53,7 @@ def test_kind_is_decided_by_contents_not_folder_name(tiny_original, tmp_path, no
 def test_original_release_format_fp16_single_bin_with_stored_tower(tiny_hf, tiny_root, noise_image):
     """fp16, tower weights inside the checkpoint, and mm_vision_tower a hub id that cannot be reached
     offline: the stored weights are used and the tower config is read off them."""
-    from llava.model.tiny import build
+    from llava.demo.models import build
 
     out = build(tiny_root / "orig-fp16", layout="original", parts_dir=tiny_root / "parts", store_vision_tower=True)
     cfg = json.loads((out / "config.json").read_text())
@@ -186,7 +186,7 @@ def test_lora_without_base_says_what_to_pass(lora_run, tmp_path):
 
 def test_mismatched_base_names_tensor_and_shapes(lora_run, tiny_root):
     """An adapter trained on one LLM size loaded onto another: stop, naming the tensor and both shapes."""
-    from llava.model.tiny import PRESETS, build
+    from llava.demo.models import PRESETS, build
 
     wider = {"vision": PRESETS["tiny"]["vision"], "llm": dict(PRESETS["tiny"]["llm"], hidden_size=64)}
     out, _, _ = lora_run

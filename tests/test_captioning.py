@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from llava.data.sample_task import SceneObject
-from llava.tasks.caption_data import CAPTION_PROMPT, house_caption, make_caption_task, references
+from llava.demo.scenes import SceneObject
+from llava.demo.caption_task import CAPTION_PROMPT, house_caption, make_caption_task, references
 
 ROOT = Path(__file__).resolve().parents[1]
 

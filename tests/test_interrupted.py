@@ -178,7 +178,7 @@ def test_demo_data_steps_killed_mid_write_are_rebuilt_byte_identical(tmp_path):
 
 def test_the_tiny_model_builder_killed_mid_write_rebuilds_the_same_bytes(tmp_path):
     def build(out: Path, kill_when_partial: bool = False):
-        cmd = [sys.executable, "-m", "llava.model.tiny", "--preset", "tiny", "--output-dir", str(out)]
+        cmd = [sys.executable, "-m", "llava.demo.models", "--preset", "tiny", "--output-dir", str(out)]
         p = subprocess.Popen(cmd, env=demo_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              start_new_session=True)
         if kill_when_partial:  # any of its staged folders (tower, LLM, model) being written

@@ -150,7 +150,8 @@ def test_the_category_is_asked_after_the_description_in_one_chat(tiny_loaded):
 
 def test_labeling_sample_task_and_its_scores(tmp_path, tiny_loaded):
     from llava.data.dataset import LazySupervisedDataset
-    from llava.tasks.labeling_data import CATEGORIES, make_labeling_task, score_labels
+    from llava.demo.labeling_task import CATEGORIES, make_labeling_task
+    from llava.tasks.labeling_data import score_labels
 
     out = tmp_path / "lab"
     res = make_labeling_task(out, num_train=6, num_test=5, num_queries=3, seed=1)
@@ -366,15 +367,12 @@ def test_scoring_labels_names_rows_it_cannot_use(tmp_path, run_main, kind):
 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("argv, message", [
-    (["sample", "--output-dir", "{tmp}/a-file"], "--output-dir {tmp}/a-file: is a file, not a folder"),
-    (["sample", "--output-dir", "{tmp}/out", "--num-test", "0"], "--num-test must be at least 1"),
     (["score", "--labels", "{tmp}/nope.csv", "--truth", "{tmp}/a-file"], "--labels {tmp}/nope.csv: no such file"),
     (["retrieval-score", "--db", "{tmp}", "--queries", "{tmp}", "--truth", "{tmp}/a-file", "--table-truth",
       "{tmp}/a-file", "-k", "0", "--model-path", "{tmp}/no-model"], "-k must be at least 1"),
     (["retrieval-score", "--db", "{tmp}/nope", "--queries", "{tmp}", "--truth", "{tmp}/a-file", "--table-truth",
       "{tmp}/a-file"], "--db {tmp}/nope: no such folder"),
-], ids=["sample-output-dir-a-file", "sample-num-test-0", "score-labels-missing", "retrieval-score-k-0",
-        "retrieval-score-db-missing"])
+], ids=["score-labels-missing", "retrieval-score-k-0", "retrieval-score-db-missing"])
 def test_labeling_data_flags_are_checked_before_any_work(tmp_path, run_main, argv, message):
     from llava.tasks.labeling_data import main as labeling_data
 
@@ -382,3 +380,17 @@ def test_labeling_data_flags_are_checked_before_any_work(tmp_path, run_main, arg
     result = run_main(labeling_data, [a.format(tmp=tmp_path) for a in argv])
     assert result.code != 0 and message.format(tmp=tmp_path) in result.err
     assert (tmp_path / "a-file").read_text() == "x"
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("argv, message", [
+    (["--output-dir", "{tmp}/a-file"], "--output-dir {tmp}/a-file: is a file, not a folder"),
+    (["--output-dir", "{tmp}/out", "--num-test", "0"], "--num-test must be at least 1"),
+], ids=["output-dir-a-file", "num-test-0"])
+def test_labeling_sample_task_flags_are_checked_before_any_work(tmp_path, run_main, argv, message):
+    from llava.demo.labeling_task import main as labeling_task
+
+    (tmp_path / "a-file").write_text("x")
+    result = run_main(labeling_task, [a.format(tmp=tmp_path) for a in argv])
+    assert result.code != 0 and message.format(tmp=tmp_path) in result.err
+    assert (tmp_path / "a-file").read_text() == "x" and not (tmp_path / "out").exists()

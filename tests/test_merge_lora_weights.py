@@ -50,7 +50,7 @@ def test_merged_directory_loads_in_plain_transformers(lora_run, tiny_hf, tmp_pat
 
 
 def test_a_base_that_does_not_fit_is_refused_naming_the_tensor(lora_run, tiny_root, tmp_path):
-    from llava.model.tiny import PRESETS, build
+    from llava.demo.models import PRESETS, build
 
     wider = {"vision": PRESETS["tiny"]["vision"], "llm": dict(PRESETS["tiny"]["llm"], hidden_size=64)}
     other = build(tmp_path / "wide", preset=wider, parts_dir=tmp_path / "wide-parts")

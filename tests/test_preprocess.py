@@ -510,7 +510,7 @@ def test_writes_are_atomic(tmp_path, images, monkeypatch):
 
 
 def test_script_end_to_end_on_the_sample_task(tmp_path):
-    from llava.data.sample_task import make_sample_task
+    from llava.demo.vqa_task import make_sample_task
 
     task = make_sample_task(tmp_path / "task", num_train_images=40, num_test_images=5, seed=3)
     proc = subprocess.run(

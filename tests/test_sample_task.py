@@ -1,4 +1,5 @@
-"""The synthetic sample task: deterministic, well-formed, and every answer true of its image."""
+"""The VQA sample task (llava/demo/vqa_task.py, on the scenes of llava/demo/scenes.py): deterministic,
+well-formed, and every answer true of its image."""
 
 from __future__ import annotations
 
@@ -10,16 +11,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from llava.data.sample_task import (
-    CATEGORIES,
-    COLORS,
-    CSV_COLUMNS,
-    IMAGE_TEMPLATE,
-    PLURALS,
-    main,
-    make_sample_task,
-    plan_task,
-)
+from llava.demo.scenes import COLORS, IMAGE_TEMPLATE, PLURALS
+from llava.demo.vqa_task import CATEGORIES, CSV_COLUMNS, main, make_sample_task, plan_task
 
 SMALL = dict(num_train_images=60, num_test_images=20, seed=7)
 

@@ -13,9 +13,10 @@ import torch
 from PIL import Image
 
 from llava.constants import IGNORE_INDEX
-from llava.data.sample_task import SceneObject
-from llava.tasks.rating_data import (choose_ratings, candidate_ratings, convert, make_sample, rate_color, rate_count,
+from llava.demo.rating_task import (candidate_ratings, choose_ratings, make_rating_task, rate_color, rate_count,
                                      rate_object, rate_shape)
+from llava.demo.scenes import SceneObject
+from llava.tasks.rating_data import convert
 from llava.tasks.rating_prompt import SCALE, format_answer, parse_answer, partial_explanation, rating_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +103,7 @@ def test_partial_explanation():
 @pytest.fixture(scope="module")
 def sample(tmp_path_factory):
     out = tmp_path_factory.mktemp("rating")
-    return make_sample(out, num_train_images=40, num_test_images=6, seed=3)
+    return make_rating_task(out, num_train_images=40, num_test_images=6, seed=3)
 
 
 def test_sample_task_files_agree(sample):

@@ -2,7 +2,7 @@
 
 import json
 
-from llava.model.tiny import build
+from llava.demo.models import build
 
 
 def test_structure_is_llava_1_5(tiny_loaded):
@@ -43,7 +43,7 @@ def test_smollm2_from_gguf_is_a_real_language_model(tmp_path):
     import torch
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    from llava.model.tiny import PRESETS, write_llm
+    from llava.demo.models import PRESETS, write_llm
 
     out = write_llm(tmp_path / "llm", PRESETS["smol"], seed=0)
     model = LlamaForCausalLM.from_pretrained(out)

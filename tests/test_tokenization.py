@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 from llava.constants import IMAGE_TOKEN_INDEX
 from llava.mm_utils import tokenize_prompt, tokenizer_image_token
 from llava.model.processor import load_tokenizer
-from llava.model.tiny import sentencepiece_model_path
+from llava.demo.models import sentencepiece_model_path
 
 PROMPT = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "

@@ -1,4 +1,4 @@
-"""The embedded default's tower learns to see the synthetic scenes (llava/model/tower_pretrain.py)."""
+"""The embedded default's tower learns to see the synthetic scenes (llava/demo/tower_pretrain.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import torch
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
-from llava.data.sample_task import SceneObject
+from llava.demo.scenes import SceneObject
 from llava.model.processor import CLIP_MEAN, CLIP_STD
-from llava.model.tower_pretrain import COLOR_CLASSES, SHAPE_CLASSES, pretrain_tower, scene_labels
+from llava.demo.tower_pretrain import COLOR_CLASSES, SHAPE_CLASSES, pretrain_tower, scene_labels
 
 
 def test_scene_labels_put_each_object_in_its_quadrant():

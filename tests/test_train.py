@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def tiny_task(tmp_path_factory):
     """The sample task at a small size, preprocessed into LLaVA conversations."""
-    from llava.data.sample_task import make_sample_task
+    from llava.demo.vqa_task import make_sample_task
 
     root = tmp_path_factory.mktemp("task")
     make_sample_task(root / "raw", num_train_images=24, num_test_images=0, seed=0)

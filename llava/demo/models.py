@@ -1,8 +1,8 @@
 """The embedded default: LLaVA-1.5-shaped models built offline in seconds.
 
-    python -m llava.model.tiny --output-dir checkpoints/tiny-llava              # random, for tests
-    python -m llava.model.tiny --preset smol --output-dir checkpoints/llava-smol # SmolLM2-135M LLM, for the demo
-    python -m llava.model.tiny --layout original ...                            # original LLaVA layout
+    python -m llava.demo.models --output-dir checkpoints/tiny-llava               # random, for tests
+    python -m llava.demo.models --preset smol --output-dir checkpoints/llava-smol  # SmolLM2-135M LLM, for the demo
+    python -m llava.demo.models --layout original ...                             # original LLaVA layout
 
 Same structure as LLaVA-1.5: CLIP ViT tower, features of layer -2 without
 CLS, mlp2x_gelu projector, Llama LLM, vicuna_v1 template, pad-to-square.
@@ -59,7 +59,8 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def sentencepiece_model_path() -> Path:
     spec = importlib.util.find_spec("mistral_common")
     if spec is None:
-        raise RuntimeError("the tiny model's tokenizer comes from mistral-common: pip install mistral-common")
+        raise RuntimeError("the tiny model's tokenizer comes from mistral-common: pip install -e '.[demo]' "
+                           "(or pip install mistral-common)")
     path = Path(spec.origin).parent / "data" / "tokenizer.model.v1"
     if not path.exists():
         raise RuntimeError(f"{path} not found; this mistral-common release no longer ships it")
@@ -144,13 +145,13 @@ def build(
     name = preset if isinstance(preset, str) else "custom"
     # Each folder is staged (llava.staged_dir): a killed build leaves nothing that looks finished.
     if not is_complete(tower_dir):
-        with staged_dir(tower_dir, f"llava.model.tiny vision tower preset={name} seed={seed}") as tmp:
+        with staged_dir(tower_dir, f"llava.demo.models vision tower preset={name} seed={seed}") as tmp:
             write_vision_tower(tmp, spec, seed)
     if not is_complete(llm_dir):
-        with staged_dir(llm_dir, f"llava.model.tiny llm preset={name} seed={seed + 1}") as tmp:
+        with staged_dir(llm_dir, f"llava.demo.models llm preset={name} seed={seed + 1}") as tmp:
             write_llm(tmp, spec, seed + 1)
     model, processor = compose_from_pretrained(tower_dir, llm_dir, options, seed=seed + 2)
-    with staged_dir(out, f"llava.model.tiny preset={name} layout={layout} seed={seed}") as tmp:
+    with staged_dir(out, f"llava.demo.models preset={name} layout={layout} seed={seed}") as tmp:
         if layout == "hf":
             model.save_pretrained(tmp)
             save_processor(processor, tmp)

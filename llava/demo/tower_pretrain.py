@@ -1,6 +1,6 @@
 """Teach the embedded default's random CLIP tower to see the synthetic scenes.
 
-    python -m llava.model.tower_pretrain --tower checkpoints/llava-smol-init-parts/vision_tower \\
+    python -m llava.demo.tower_pretrain --tower checkpoints/llava-smol-init-parts/vision_tower \\
         --output-dir checkpoints/smol-clip
 
 No pretrained CLIP exists offline, and a random tower gives the language model
@@ -37,7 +37,7 @@ import torch
 from PIL import Image
 from transformers import CLIPVisionModel
 
-from llava.data.sample_task import COLORS, SHAPES, draw_scene, plan_task
+from llava.demo.scenes import COLORS, SHAPES, plan_scenes, save_scene
 from llava.model.processor import image_processor_from_dir
 from llava.staged_dir import staged_dir
 
@@ -59,12 +59,11 @@ def scene_labels(objects) -> tuple[list[int], list[int]]:
 
 
 def make_batch(num: int, seed: int, image_processor, image_size=(96, 72)):
-    plans = plan_task(num_train_images=num, num_test_images=0, seed=seed, image_size=image_size,
-                      questions_per_image=0)
+    plans = plan_scenes(num_train_images=num, num_test_images=0, seed=seed, image_size=image_size)
     images, colors, shapes = [], [], []
     for plan in plans:
         buf = io.BytesIO()
-        draw_scene(plan, image_size).save(buf, "JPEG", quality=95, subsampling=0)
+        save_scene(plan, image_size, buf)
         images.append(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
         c, s = scene_labels(plan.objects)
         colors.append(c)
@@ -152,7 +151,7 @@ def pretrain_tower(tower_dir: str | Path, output_dir: str | Path, steps: int = 6
                      step, steps, loss.item(), *(acc[h] for h in HEADS), time.time() - start)
     tower.eval()
     result = {**evaluate(tower, probe, held_out, layer), "steps": steps, "seconds": round(time.time() - start, 1)}
-    with staged_dir(output_dir, f"llava.model.tower_pretrain steps={steps} seed={seed} pool={pool}") as out:
+    with staged_dir(output_dir, f"llava.demo.tower_pretrain steps={steps} seed={seed} pool={pool}") as out:
         tower.save_pretrained(out)
         for name in ("preprocessor_config.json",):
             src = Path(tower_dir) / name

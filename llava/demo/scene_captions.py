@@ -1,6 +1,6 @@
 """Caption data for training the embedded default's base: synthetic scenes described in words.
 
-    python -m llava.data.scene_captions --output-dir playground/data/scene_captions
+    python -m llava.demo.scene_captions --output-dir playground/data/scene_captions
 
 No pretrained CLIP exists offline, so the embedded default's vision tower
 starts random and must learn to see before any task fine-tuning can work (a
@@ -31,7 +31,7 @@ import json
 import random
 from pathlib import Path
 
-from llava.data.sample_task import COLORS, NUMBER_WORDS, PLURALS, SHAPES, draw_scene, plan_task
+from llava.demo.scenes import COLORS, NUMBER_WORDS, PLURALS, SHAPES, plan_scenes, save_scene
 from llava.staged_dir import staged_output
 
 INSTRUCTIONS = [
@@ -85,19 +85,18 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
-@staged_output("llava.data.scene_captions")
+@staged_output("llava.demo.scene_captions")
 def make_scene_captions(output_dir: str | Path, num_images: int = 4000, seed: int = 1,
                         image_size: tuple[int, int] = (96, 72)) -> dict:
     out = Path(output_dir)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
     # The sample task uses seed 0; another seed gives other scenes.
-    plans = plan_task(num_train_images=num_images, num_test_images=0, seed=1000 + seed,
-                      image_size=image_size, questions_per_image=0)
+    plans = plan_scenes(num_train_images=num_images, num_test_images=0, seed=1000 + seed, image_size=image_size)
     rng = random.Random(f"scene-captions:{seed}")
     records, chats = [], []
     for i, plan in enumerate(plans):
-        draw_scene(plan, image_size).save(images / plan.file_name, "JPEG", quality=95, subsampling=0)
+        save_scene(plan, image_size, images / plan.file_name)
         records.append({
             "id": f"cap{i:06d}",
             "image": plan.file_name,

@@ -1,7 +1,7 @@
 """The captioning sample task: synthetic scenes with captions in a house style, as training
 conversations and as batch-inference questions with reference captions.
 
-    python -m llava.tasks.caption_data --output-dir playground/data/captioning
+    python -m llava.demo.caption_task --output-dir playground/data/captioning
 
 writes images/, train.json (conversations: the caption prompt -> one caption),
 and for a validation split (checkpoint selection) and a test split
@@ -25,7 +25,7 @@ import argparse
 from pathlib import Path
 
 from llava.data.outputs import json_list_text, jsonl_text, write_atomically
-from llava.data.sample_task import draw_scene, plan_task
+from llava.demo.scenes import plan_scenes, save_scene
 from llava.staged_dir import staged_output
 
 CAPTION_PROMPT = "Provide a one-sentence caption for the provided image."  # LLaVA-1.5's COCO caption prompt
@@ -48,18 +48,17 @@ def references(objects) -> list[str]:
     return [house_caption(objects), f"{n} shape{'s' if n != 1 else ''}: {reverse}.", f"Shapes: {short}."]
 
 
-@staged_output("llava.tasks.caption_data")
+@staged_output("llava.demo.caption_task")
 def make_caption_task(output_dir: str | Path, num_train_images: int = 1500, num_test_images: int = 150,
                       num_val_images: int = 60, seed: int = 11, image_size: tuple[int, int] = (96, 72)) -> dict:
     out = Path(output_dir)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
-    plans = plan_task(num_train_images, num_val_images + num_test_images, seed=seed, image_size=image_size,
-                      questions_per_image=0)
+    plans = plan_scenes(num_train_images, num_val_images + num_test_images, seed=seed, image_size=image_size)
     train = []
     questions, answers = {"val": [], "test": []}, {"val": [], "test": []}
     for index, plan in enumerate(plans):
-        draw_scene(plan, image_size).save(images / plan.file_name, "JPEG", quality=95, subsampling=0)
+        save_scene(plan, image_size, images / plan.file_name)
         cid = f"c{plan.image_id:07d}"
         if plan.split == "train":
             train.append({"id": cid, "image": plan.file_name, "conversations": [
