@@ -32,6 +32,8 @@ from pathlib import Path
 
 import httpx
 
+from llava.demo.models import build
+
 ROOT = Path(__file__).resolve().parents[1]
 QUESTION = [{"role": "user", "content": "What is in the picture? Answer in a few words."}]
 
@@ -194,8 +196,6 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model = Path(args.model_path) if args.model_path else None
         if model is None:
-            from llava.demo.models import build
-
             t0 = time.perf_counter()
             model = build(Path(tmp) / "tiny-llava", parts_dir=Path(tmp) / "parts")
             print(f"built the tiny model in {time.perf_counter() - t0:.0f} s")

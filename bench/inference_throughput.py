@@ -20,6 +20,7 @@ answers of the two are checked to be the same; the ratio is printed last.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -29,8 +30,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from llava.eval.answers_file import AnswersFile  # noqa: E402
-from llava.eval.model_vqa import parse_args as vqa_args, run  # noqa: E402
+from llava.eval.model_vqa import parse_args as vqa_args  # noqa: E402
+from llava.eval.model_vqa import run  # noqa: E402
 from llava.eval.question_file import read_questions  # noqa: E402
+from llava.model.builder import load_pretrained_model  # noqa: E402
 
 
 def main(argv=None) -> None:
@@ -50,8 +53,6 @@ def main(argv=None) -> None:
                     help="the batched run without sharing an image's tokens between its questions")
     ap.add_argument("--cpu-bf16", action="store_true", help="the batched run in bf16 autocast on a CPU")
     args = ap.parse_args(argv)
-
-    from llava.model.builder import load_pretrained_model
 
     loaded = load_pretrained_model(args.model_path, args.model_base, load_4bit=args.load_4bit)
     questions = read_questions(args.questions)[0][: args.limit]
@@ -95,7 +96,8 @@ def main(argv=None) -> None:
           f"{args.rounds} rounds, max {args.max_new_tokens} new tokens, device {loaded.model.device}"
           f"{' (' + torch.cuda.get_device_name() + ', ' + str(loaded.model.dtype) + ')' if cuda else ''}, "
           f"{torch.get_num_threads()} threads")
-    print("| method | answers/s | generated tokens/s |" + (" peak GPU memory |\n|---|---|---|---|" if cuda else "\n|---|---|---|"))
+    print("| method | answers/s | generated tokens/s |"
+          + (" peak GPU memory |\n|---|---|---|---|" if cuda else "\n|---|---|---|"))
     rate = {}
     for name, t in totals.items():
         rate[name] = t["answered"] / t["seconds"]
@@ -107,8 +109,6 @@ def main(argv=None) -> None:
 
 
 def _texts(path: Path) -> dict:
-    import json
-
     return {json.loads(line)["question_id"]: json.loads(line)["text"]
             for line in path.read_text().splitlines() if line.strip()}
 

@@ -30,8 +30,10 @@ import torch
 from PIL import Image
 from transformers import CLIPVisionConfig, LlamaConfig
 
+from llava.model.builder import load_pretrained_model
 from llava.model.convert import _write_bins
 from llava.model.directories import hf_key_to_original
+from llava.model.inputs import build_batch, render_prompt
 from llava.model.projector import make_config, model_class_for
 
 SIZES = {
@@ -86,9 +88,6 @@ def write_checkpoint(out: Path, size: str, tokenizer_model: Path, device: str) -
 
 
 def measure(path: Path, mode: str, device: str, batch: int, new_tokens: int) -> dict:
-    from llava.model.builder import load_pretrained_model
-    from llava.model.inputs import build_batch, render_prompt
-
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()

@@ -41,6 +41,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
+from torch.profiler import ProfilerActivity, profile  # noqa: E402
 from torch.utils.data import DataLoader, RandomSampler  # noqa: E402
 
 from llava.data.collate import DataCollator  # noqa: E402
@@ -159,7 +160,8 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cpu-bf16", action="store_true",
                     help="both sides' forward in bf16 autocast on CPU, as the CPU recipe trains (--cpu_bf16 auto)")
-    ap.add_argument("--bf16", action="store_true", help="frozen weights stored in bf16 and bf16 autocast (the GPU recipe)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="frozen weights stored in bf16 and bf16 autocast (the GPU recipe)")
     ap.add_argument("--bf16-adapters", action="store_true",
                     help="with --bf16: the trained weights in bf16 too, fp32 master copies in AdamW (DeepSpeed's bf16)")
     ap.add_argument("--gradient-checkpointing", action="store_true")
@@ -245,8 +247,6 @@ def main(argv=None) -> None:
         print(row)
     print(f"\nthroughput ratio ours/naive: {rate['ours'] / rate['naive']:.2f}x")
     if args.profile:
-        from torch.profiler import ProfilerActivity, profile
-
         loader, step_fn = methods["ours"]
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
         with profile(activities=activities) as prof:

@@ -1,7 +1,8 @@
 """Keep the best checkpoint of a training run by a validation metric.
 
-    python scripts/select_checkpoint.py --run-dir checkpoints/my-caption-lora --model-base checkpoints/llava-smol-base \\
-        --question-file data/val_questions.jsonl --image-folder data/images --annotation-file data/val_answers.jsonl \\
+    python scripts/select_checkpoint.py --run-dir checkpoints/my-caption-lora \\
+        --model-base checkpoints/llava-smol-base --question-file data/val_questions.jsonl \\
+        --image-folder data/images --annotation-file data/val_answers.jsonl \\
         --metric caption --key cider_d --num-beams 3 --min-new-tokens 8 --max-new-tokens 48
 
 Every `checkpoint-N/` of the run (train with `--save_steps` and a
@@ -22,6 +23,10 @@ import re
 import shutil
 import sys
 from pathlib import Path
+
+from llava.eval.evaluate import evaluate, read_annotations, read_answers
+from llava.eval.model_vqa import main as model_vqa
+from llava.staged_dir import staged_dir
 
 LOWER_IS_BETTER = {"mae"}
 DEFAULT_KEY = {"caption": "cider_d", "vqa": "vqa_accuracy", "rating": "mae"}
@@ -48,9 +53,6 @@ def main(argv=None) -> dict:
     ap.add_argument("--key", default=None, help="the score to select by (default: cider_d / vqa_accuracy / mae)")
     ap.add_argument("--output-dir", default=None, help="where the best goes (default: RUN_DIR/best)")
     args, generation = ap.parse_known_args(argv)  # the rest goes to model_vqa: --num-beams, --max-new-tokens, ...
-    from llava.eval.evaluate import evaluate, read_annotations, read_answers
-    from llava.eval.model_vqa import main as model_vqa
-    from llava.staged_dir import staged_dir
 
     run_dir = Path(args.run_dir)
     key = args.key or DEFAULT_KEY[args.metric]

@@ -16,9 +16,7 @@ import pytest
 
 from llava.constants import DEFAULT_IMAGE_TOKEN, IGNORE_INDEX
 from llava.conversation import USER, get_template
-from llava.data.label_mask import (
-    ExampleBuilder, OverlongError, RecordError, build_example, parse_record,
-)
+from llava.data.label_mask import ExampleBuilder, OverlongError, RecordError, build_example, parse_record
 from llava.mm_utils import tokenize_prompt
 from llava.model.processor import load_tokenizer, prepare_tokenizer
 

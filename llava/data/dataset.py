@@ -27,9 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from llava.conversation import get_template
-from llava.data.label_mask import (
-    ExampleBuilder, OverlongError, RecordError, describe, image_of, parse_record,
-)
+from llava.data.label_mask import ExampleBuilder, OverlongError, RecordError, describe, image_of, parse_record
 from llava.data.records import RecordStore, read_records
 from llava.mm_utils import ImageError, load_image
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import ImageFile
+from tqdm import tqdm
 
 from llava.image_decode import (  # noqa: F401 - the reason keys, re-exported for the report's readers
     CORRUPT,
@@ -99,8 +100,6 @@ def check_images(
     max_pixels: int | None = MAX_IMAGE_PIXELS,
 ) -> dict[str, ImageCheck]:
     """Check every (already normalized, relative) name under folder; returns name -> result."""
-    from tqdm import tqdm
-
     unique = list(dict.fromkeys(names))
     if workers is None:
         # Pillow releases the GIL while decoding: on 16 cores, 640x480 JPEGs are checked 2.8x faster

@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from llava.printable import first_surrogate, has_surrogates, printable
 
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
@@ -338,8 +340,6 @@ def _note_keys(obj: dict, columns: list[str], seen: set[str]) -> None:
 
 
 def _open_parquet(path: Path) -> Table:
-    import pyarrow.parquet as pq  # only needed for Parquet input
-
     name = printable(path)
     try:
         pf = pq.ParquetFile(path)

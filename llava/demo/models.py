@@ -30,8 +30,15 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+)
 
 from llava.model.compose import ComposeOptions, compose_from_pretrained
 from llava.model.convert import save_original

@@ -69,8 +69,9 @@ def rate_color(objects, color: str) -> Rating:
         return Rating(color, "color", 5, f"Every object is {color}." if len(objects) > 1
                       else f"The only object, {_a(hits[0].shape)}, is {color}.")
     if hits:
+        others = len(objects) - len(hits)
         return Rating(color, "color", 3, f"The {hits[0].shape} at the {_where(hits[0])} is {color}; "
-                                         f"{_n_objects(len(objects) - len(hits))} {'is' if len(objects) - len(hits) == 1 else 'are'} not.")
+                                         f"{_n_objects(others)} {'is' if others == 1 else 'are'} not.")
     return Rating(color, "color", 0, f"No object is {color}.")
 
 

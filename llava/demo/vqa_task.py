@@ -28,8 +28,17 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from llava.demo.scenes import (COLORS, IMAGE_TEMPLATE, NUMBER_WORDS, PLURALS, SHAPES, ImagePlan, SceneObject,
-                               plan_scenes, save_scene)
+from llava.demo.scenes import (
+    COLORS,
+    IMAGE_TEMPLATE,
+    NUMBER_WORDS,
+    PLURALS,
+    SHAPES,
+    ImagePlan,
+    SceneObject,
+    plan_scenes,
+    save_scene,
+)
 from llava.staged_dir import staged_output
 
 CSV_COLUMNS = ["image_id", "question", "question_id", "answer", "category"]

@@ -318,7 +318,8 @@ def main(argv=None) -> None:
     ap.add_argument("--metric", default="vqa", choices=METRICS)
     ap.add_argument("--output", default=None, help="scores JSON (default: <answers stem>_scores.json beside it)")
     clip = ap.add_argument_group("CLIPScore (--metric caption), when you have an open_clip model")
-    clip.add_argument("--clip-model", default=None, help="local-dir:DIR or ARCH:WEIGHTS_FILE (see llava/model/clip_model.py)")
+    clip.add_argument("--clip-model", default=None,
+                      help="local-dir:DIR or ARCH:WEIGHTS_FILE (see llava/model/clip_model.py)")
     clip.add_argument("--question-file", default=None, help="the questions, for each caption's image")
     clip.add_argument("--image-folder", default="")
     args = ap.parse_args(argv)

@@ -52,7 +52,7 @@ def load_model(args: argparse.Namespace):
     """Load what the flags name; with no --model-path, the embedded default (args.model_path is set to it)."""
     # Imported here, not above: the builder brings transformers' model code and peft (seconds), which
     # --help and a refused flag must not wait for.
-    from llava.model.builder import load_pretrained_model
+    from llava.model.builder import load_pretrained_model  # noqa: PLC0415
 
     args.model_path = args.model_path or default_model_path()
     return load_pretrained_model(args.model_path, args.model_base, load_4bit=args.load_4bit,

@@ -89,8 +89,8 @@ def default_dtype(device: str) -> torch.dtype:
 def attention_implementation(device: str) -> str:
     """flash-attn when it is installed and there is a GPU; PyTorch SDPA otherwise."""
     if device.startswith("cuda"):
-        try:
-            import flash_attn  # noqa: F401
+        try:  # optional, GPU only, in no extra: probed here so that a CPU run never loads its CUDA kernels
+            import flash_attn  # noqa: F401, PLC0415
 
             return "flash_attention_2"
         except ImportError:
@@ -148,7 +148,8 @@ def load_pretrained_model(
             load_non_lora_into(model, non_lora, ptype, str(lora.path))
             merge = merge_lora and not (load_4bit or load_8bit)
             if merge_lora and not merge:
-                log.info("4-bit/8-bit base: the adapter stays unmerged (merging into quantized weights loses precision)")
+                log.info("4-bit/8-bit base: the adapter stays unmerged "
+                         "(merging into quantized weights loses precision)")
             model = apply_lora(model, lora, ptype, merge=merge)
 
         # 4. quantize: bitsandbytes did as the weights loaded; what is left is its CPU fix-up

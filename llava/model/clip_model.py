@@ -24,8 +24,8 @@ CLIPSCORE_WEIGHT = 2.5
 
 class ClipModel:
     def __init__(self, spec: str, device: str = "cpu"):
-        try:
-            import open_clip
+        try:  # optional and heavy (the `tasks` extra): imported when a CLIP model is asked for
+            import open_clip  # noqa: PLC0415
         except ImportError as exc:  # the `tasks` extra (open_clip_torch)
             raise missing_extra("tasks", exc, "--clip-model") from exc
         if spec.startswith(("local-dir:", "hf-hub:")):
@@ -34,8 +34,8 @@ class ClipModel:
             name, _, pretrained = spec.partition(":")
             pretrained = pretrained or None
             if pretrained is None:
-                raise SystemExit(f"error: --clip-model {spec!r} names no weights: use local-dir:DIR or ARCH:WEIGHTS_FILE "
-                                 "(random weights would give meaningless scores)")
+                raise SystemExit(f"error: --clip-model {spec!r} names no weights: use local-dir:DIR or "
+                                 "ARCH:WEIGHTS_FILE (random weights would give meaningless scores)")
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(name, pretrained=pretrained,
                                                                                device=device)
         self.model.eval()

@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from huggingface_hub import hf_hub_download
 from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig, CLIPVisionModel
 
 from llava.file_guard import refuse_outputs_over_inputs
@@ -44,12 +45,12 @@ from llava.model.processor import (
     HF_TO_SELECT,
     SELECT_TO_HF,
     image_processor_from_dir,
-    make_image_processor,
     load_tokenizer,
+    make_image_processor,
     make_processor,
     num_image_tokens,
-    save_processor,
     prepare_tokenizer,
+    save_processor,
 )
 from llava.model.projector import make_config, model_class_for, parse_projector_type, projector_type_of
 from llava.model.weights import read_state_dict
@@ -223,8 +224,6 @@ def _tokenizer_dir(path: Path, llm_weights) -> Path:
 def _local_dir(source: str | None, cache_dir: str | None = None) -> str:
     if source and Path(source).is_dir():
         return source
-    from huggingface_hub import hf_hub_download
-
     return str(Path(hf_hub_download(source, "preprocessor_config.json", cache_dir=cache_dir)).parent)
 
 
@@ -388,7 +387,8 @@ def convert(model_path: str, output_dir: str, vision_tower: str | None = None, d
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-path", required=True, help="original LLaVA checkpoint directory")
     ap.add_argument("--output-dir", required=True, help="where to write the transformers llava directory")
     ap.add_argument("--vision-tower", default=None, help="local CLIP checkpoint, overriding mm_vision_tower")

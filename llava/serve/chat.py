@@ -26,6 +26,7 @@ from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStr
 
 from llava.model.inputs import build_batch, render_prompt
 
+
 class PromptTooLong(ValueError):
     """The conversation with the new question does not fit the model's context; nothing was generated."""
 

@@ -43,8 +43,14 @@ from llava.serve.generation_queue import GenerationQueue, Job, QueueFull
 from llava.serve.http_limits import with_header_timeout
 from llava.serve.images import MAX_BYTES, MAX_PIXELS, decode_image_bytes
 from llava.serve.media_fetch import MediaError, MediaPolicy, image_bytes
-from llava.serve.openai_schema import (APIError, chunk_object, completion_object, error_body, models_object,
-                                       parse_chat_request)
+from llava.serve.openai_schema import (
+    APIError,
+    chunk_object,
+    completion_object,
+    error_body,
+    models_object,
+    parse_chat_request,
+)
 from llava.serve.prompt_bound import TokenBound
 
 try:

@@ -39,8 +39,8 @@ def item_text(category: str, description: str) -> str:
 
 
 def _lancedb():
-    try:
-        import lancedb
+    try:  # optional and heavy (the `tasks` extra): imported when a retrieval table is used
+        import lancedb  # noqa: PLC0415
     except ImportError as exc:  # the `tasks` extra
         raise missing_extra("tasks", exc, "the retrieval table") from exc
     return lancedb

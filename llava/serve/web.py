@@ -92,8 +92,8 @@ class Generations:
 
 def build_ui(loaded, args, index=None):
     """The Gradio app: a Chat tab, and with `index` (llava.serve.search.Index) a Search tab."""
-    try:  # here, not above: Gradio takes seconds to import, which a refused flag need not wait for
-        import gradio as gr
+    try:  # here, not above: Gradio (the `serve` extra) takes seconds to import, which a refused flag need not wait for
+        import gradio as gr  # noqa: PLC0415
     except ImportError as exc:  # the `serve` extra
         raise missing_extra("serve", exc, "the web UI") from exc
 

@@ -4,7 +4,9 @@
         --images photos/ --categories cats.txt --output labels.csv
     python -m llava.tasks.labeling --images photos/ --categories cats.txt --output labels.csv   # embedded default
     # four processes (or GPUs: CUDA_VISIBLE_DEVICES=$i), each a quarter, then one file:
-    for i in 0 1 2 3; do python -m llava.tasks.labeling ... --num-shards 4 --shard-idx $i --output labels.$i.csv & done; wait
+    for i in 0 1 2 3; do
+        python -m llava.tasks.labeling ... --num-shards 4 --shard-idx $i --output labels.$i.csv &
+    done; wait
 
 labels.csv columns: image, description, category, flagged, model_category,
 similarity.  The category is always one of the allowed list: an answer that is
@@ -154,7 +156,8 @@ def main(argv=None) -> dict:
     output = Path(args.output)
     store_path = output.with_suffix(".answers.jsonl")
     embedder_dir = None if args.embedder in (None, "none") else args.embedder
-    outputs = check_files(args, {"--categories": args.categories}, {"--images": args.images, "--embedder": embedder_dir},
+    outputs = check_files(args, {"--categories": args.categories},
+                          {"--images": args.images, "--embedder": embedder_dir},
                           batch_outputs("--output", output, {"the answers store of --output": store_path}))
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:

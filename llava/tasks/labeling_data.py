@@ -26,8 +26,8 @@ from llava.data.tables import TableError, is_missing, open_table
 from llava.eval.json_lines import unpaired_surrogate
 from llava.eval.output_paths import check_inputs
 from llava.mm_utils import ImageError, load_image
-from llava.model.flags import model_flag_errors
 from llava.model.args import add_model_args, load_model_or_exit
+from llava.model.flags import model_flag_errors
 from llava.model.text_embedder import load_text_embedder
 from llava.tasks.retrieval import Index, describe
 
@@ -75,7 +75,8 @@ def score_labels(labels: str | Path, truth_path: str | Path) -> dict:
         per[category][1] += 1
     n = len(truth)
     return {"images": n, "labelled": sum(i in rows for i in truth), "category_accuracy": right / n if n else None,
-            "flagged": flagged, "per_category": {c: {"count": t, "accuracy": r / t} for c, (r, t) in sorted(per.items())}}
+            "flagged": flagged,
+            "per_category": {c: {"count": t, "accuracy": r / t} for c, (r, t) in sorted(per.items())}}
 
 
 def retrieval_precision(index, queries_dir: str | Path, truth_path: str | Path, describe_fn, k: int = 5,

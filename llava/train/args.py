@@ -10,6 +10,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 
+import torch.distributed as dist
 import transformers
 from transformers import HfArgumentParser
 
@@ -117,8 +118,6 @@ def fix_cpu_deepspeed_ranks(training_args) -> None:
     (one dict for all PartialState instances), so correcting it once here is
     seen by the Trainer and its dataloader sharding.
     """
-    import torch.distributed as dist
-
     if not training_args.deepspeed or not dist.is_available() or not dist.is_initialized():
         return
     state = training_args.distributed_state

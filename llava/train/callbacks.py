@@ -8,6 +8,8 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from llava.extras import missing_extra
+
 log = logging.getLogger(__name__)
 
 LOSS_LOG = "loss_log.jsonl"
@@ -59,10 +61,14 @@ def read_loss_log(path: str | Path) -> list[dict]:
 
 
 def plot_loss(log_path: str | Path, png_path: str | Path) -> None:
-    import matplotlib
+    # Imported here: matplotlib (the `train` extra) is heavy, and only the PNG needs it.
+    try:
+        import matplotlib  # noqa: PLC0415
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError as exc:
+        raise missing_extra("train", exc, "the loss-curve PNG") from exc
 
     rows = read_loss_log(log_path)
     train = [(r["step"], r["loss"]) for r in rows if "loss" in r]

@@ -20,11 +20,13 @@ import logging
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from llava.conversation import get_template
 from llava.model.builder import attention_implementation, load_pretrained_model
-from llava.model.cpu_attention import register_cpu_sdpa_fp32
 from llava.model.compose import ComposeOptions, compose_from_pretrained
+from llava.model.cpu_attention import register_cpu_sdpa_fp32
 from llava.model.directories import to_hf_name
 from llava.model.lora import language_model_linear_names, llm_target_regex, load_non_lora_into
 from llava.model.projector import projector_type_of
@@ -73,9 +75,11 @@ def load_model(model_args, data_args, training_args):
         )
         model, processor = loaded.model, loaded.processor
         if training_args.bits in (4, 8):
-            kinds = sorted({type(m).__name__ for m in model.modules() if type(m).__name__ in ("Linear4bit", "Linear8bitLt")})
-            n = sum(type(m).__name__ in kinds for m in model.modules())
-            log.info("quantized base for QLoRA: %d %s layers (bitsandbytes, %d-bit)", n, "/".join(kinds), training_args.bits)
+            names = [type(m).__name__ for m in model.modules()]
+            kinds = sorted({name for name in names if name in ("Linear4bit", "Linear8bitLt")})
+            n = sum(name in kinds for name in names)
+            log.info("quantized base for QLoRA: %d %s layers (bitsandbytes, %d-bit)",
+                     n, "/".join(kinds), training_args.bits)
     processor.image_processor.do_pad = data_args.image_aspect_ratio == "pad"
     if model_args.pretrain_mm_mlp_adapter:
         load_projector(model, model_args.pretrain_mm_mlp_adapter)
@@ -115,13 +119,9 @@ def configure_trainable(model, model_args, training_args):
     """Freeze, wrap in LoRA where asked; return the model to train."""
     model.requires_grad_(False)
     if training_args.bits in (4, 8):
-        from peft import prepare_model_for_kbit_training
-
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=training_args.gradient_checkpointing)
     if training_args.lora_enable:
-        from peft import LoraConfig, get_peft_model
-
         config = LoraConfig(
             r=training_args.lora_r,
             lora_alpha=training_args.lora_alpha,
@@ -158,8 +158,6 @@ def _match_zero3_dtype(model, training_args) -> None:
     (transformers builds the model inside deepspeed.zero.Init); weights made afterwards, LoRA's,
     are fp32, and DeepSpeed's stage-3 optimizer takes one dtype only (it keeps fp32 master copies
     itself).  Seen on a GPU with --bf16: an AssertionError in its defragment()."""
-    from transformers.integrations import is_deepspeed_zero3_enabled
-
     dtype = _compute_dtype(training_args)
     if training_args.bits != 16 or dtype == torch.float32 or not is_deepspeed_zero3_enabled():
         return

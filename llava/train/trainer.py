@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import Trainer
 
+from llava.data.sampler import LengthGroupedSampler
 from llava.model.cpu_features import cpu_has_native_bf16
 from llava.model.lora import save_lora
 from llava.model.processor import save_processor
@@ -51,8 +52,6 @@ class LLaVATrainer(Trainer):
     def _get_train_sampler(self, train_dataset=None):
         if not self.args.group_by_modality_length:
             return super()._get_train_sampler(train_dataset)
-        from llava.data.sampler import LengthGroupedSampler
-
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         return LengthGroupedSampler(
             batch_size=self.args.per_device_train_batch_size,
