@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+from skimage import data
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -22,7 +26,9 @@ def tiny_root(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_hf(tiny_root):
     """The tiny model as a transformers llava directory (what we save)."""
-    from llava.demo.models import build
+    # The fixtures import torch, transformers and the builders when first used, not above: a light test
+    # file (tables, metrics, conversation) then runs without paying seconds of imports.
+    from llava.demo.models import build  # noqa: PLC0415
 
     return build(tiny_root / "tiny-llava", parts_dir=tiny_root / "parts")
 
@@ -36,9 +42,10 @@ def tiny_parts(tiny_hf, tiny_root):
 def tiny_original(tiny_hf, tiny_root):
     """The same weights in the original LLaVA layout, fp32 so logits can be compared exactly;
     tower weights not stored (loaded from mm_vision_tower), two .bin shards with an index."""
-    import torch
+    # imported here, not above: see tiny_hf
+    import torch  # noqa: PLC0415
 
-    from llava.demo.models import build
+    from llava.demo.models import build  # noqa: PLC0415
 
     out = tiny_root / "tiny-original"
     build(out, layout="original", parts_dir=tiny_root / "parts", shards=2, original_dtype=torch.float32)
@@ -47,7 +54,8 @@ def tiny_original(tiny_hf, tiny_root):
 
 @pytest.fixture(scope="session")
 def tiny_loaded(tiny_hf):
-    from llava.model.builder import load_pretrained_model
+    # imported here, not above: see tiny_hf
+    from llava.model.builder import load_pretrained_model  # noqa: PLC0415
 
     return load_pretrained_model(str(tiny_hf))
 
@@ -55,8 +63,6 @@ def tiny_loaded(tiny_hf):
 @pytest.fixture
 def photo():
     """A real photograph (scikit-image's astronaut), non-square after cropping."""
-    from skimage import data
-
     return Image.fromarray(data.astronaut()[40:300, :, :])
 
 
@@ -68,11 +74,12 @@ def noise_image():
 @pytest.fixture(scope="session")
 def lora_run(tiny_hf, tmp_path_factory):
     """A LoRA directory as training writes it: adapter with non-zero B, trained projector."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+    # imported here, not above: see tiny_hf
+    import torch  # noqa: PLC0415
+    from peft import LoraConfig, get_peft_model  # noqa: PLC0415
 
-    from llava.model.builder import load_pretrained_model
-    from llava.model.lora import language_model_linear_names, llm_target_regex, save_lora
+    from llava.model.builder import load_pretrained_model  # noqa: PLC0415
+    from llava.model.lora import language_model_linear_names, llm_target_regex, save_lora  # noqa: PLC0415
 
     base = load_pretrained_model(str(tiny_hf))
     cfg = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0,
@@ -93,10 +100,9 @@ def lora_run(tiny_hf, tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A tiny random open_clip model saved as a local-dir (config + weights): no weights can be fetched here."""
-    import json
-
-    import open_clip
-    import torch
+    # imported here, not above: open_clip is the `tasks` extra and takes seconds to import; see tiny_hf
+    import open_clip  # noqa: PLC0415
+    import torch  # noqa: PLC0415
 
     d = tmp_path_factory.mktemp("tiny-clip")
     cfg = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16,
@@ -148,8 +154,6 @@ def run_main(capsys):
             if isinstance(exc.code, str):
                 print(exc.code, file=sys.stderr)  # what the interpreter prints for SystemExit("message")
         except BaseException as exc:  # noqa: BLE001 - a traceback for the user
-            import traceback
-
             pytest.fail(f"{getattr(main, '__module__', main)} {argv}: would print a traceback:\n"
                         + "".join(traceback.format_exception(exc)))
         out, err = capsys.readouterr()
@@ -166,8 +170,6 @@ def run_main(capsys):
 def run_process():
     """Run a command as a separate process (for what needs one: stdin bytes, signals, shell scripts)
     and return its CommandResult; a traceback in its output fails the test."""
-    import subprocess
-
     def run(cmd, expect_code=None, timeout=300, **kwargs) -> CommandResult:
         kwargs.setdefault("env", {**os.environ, "PYTHONPATH": os.pathsep.join(
             [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])})

@@ -9,11 +9,18 @@ ChatSession gives with the good turns only, so the history is shown to be intact
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
+
+from llava.serve.chat import ChatSession
+from llava.serve.cli import main
+from llava.serve.images import open_image
 
 ROOT = Path(__file__).resolve().parents[1]
 Q1, Q2, Q3 = "What is in the picture?", "And what colour is it?", "Is it big?"
@@ -23,9 +30,6 @@ LONG = "word " * 1_500  # 1,500 tokens: over the context, but short enough to be
 
 @pytest.fixture(scope="module")
 def image_file(tmp_path_factory):
-    import numpy as np
-    from PIL import Image
-
     path = tmp_path_factory.mktemp("cli") / "noise.png"
     Image.fromarray(np.random.RandomState(0).randint(0, 255, (30, 50, 3)).astype("uint8")).save(path)
     return path
@@ -58,9 +62,6 @@ def transcript(tiny_hf, image_file):
 @pytest.fixture(scope="module")
 def reference(tiny_loaded, image_file):
     """Greedy answers with only the good turns in the history."""
-    from llava.serve.chat import ChatSession
-    from llava.serve.images import open_image
-
     chat = ChatSession(tiny_loaded, image=open_image(str(image_file)), temperature=0, max_new_tokens=8)
     return ["ASSISTANT: " + "".join(chat.ask(q)).strip() for q in (Q1, Q2, Q3)]
 
@@ -108,8 +109,6 @@ def test_end_of_input_leaves_cleanly(transcript):
 
 
 def _image_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
-    from PIL import Image
-
     (tmp_path / "notes.png").write_text("not an image")
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "folder.png").mkdir()
@@ -126,8 +125,6 @@ def _image_cases(tmp_path: Path) -> dict[str, tuple[Path, str]]:
 @pytest.mark.bad_input
 @pytest.mark.parametrize("case", ["missing", "not-an-image", "empty", "directory", "81-megapixels"])
 def test_a_bad_image_file_is_refused_before_the_model_loads(run_main, tmp_path, case):
-    from llava.serve.cli import main
-
     path, words = _image_cases(tmp_path)[case]
     # A model directory the loader refuses (its flag check passes): had the image been accepted, loading
     # would have said so instead.
@@ -142,10 +139,6 @@ def test_a_bad_image_file_is_refused_before_the_model_loads(run_main, tmp_path, 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("case", ["missing-dir", "config-array", "corrupt-weights"])
 def test_a_model_that_cannot_load_is_one_line_naming_the_file(run_main, tiny_hf, tmp_path, case):
-    import shutil
-
-    from llava.serve.cli import main
-
     model = tmp_path / "model"
     if case != "missing-dir":
         shutil.copytree(tiny_hf, model)

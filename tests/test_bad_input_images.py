@@ -12,8 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from llava.data.images import check_image
 from llava.image_decode import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS, ImageError, load_image, to_rgb
+from llava.mm_utils import load_image as batch_load_image  # model_vqa, tag_rating, labeling, training
 from llava.printable import printable
+from llava.serve.images import decode_image_bytes, open_image
 
 GRADIENT = np.linspace(0, 65535, 64 * 256).reshape(64, 256).astype(np.uint16)  # full 16-bit range, dark first
 
@@ -174,10 +177,6 @@ def over_pixel_cap(tmp_path_factory) -> Path:
 
 
 def _entries():
-    from llava.data.images import check_image
-    from llava.mm_utils import load_image as batch_load_image  # model_vqa, tag_rating, labeling, training
-    from llava.serve.images import decode_image_bytes, open_image
-
     def preprocessing(path):
         check = check_image(path)
         if not check.ok:

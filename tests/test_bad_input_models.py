@@ -10,11 +10,13 @@ import hashlib
 import importlib.util
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
 
 from llava.model.builder import load_pretrained_model
+from llava.model.convert import main
 from llava.model.errors import ModelLoadError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,8 +212,6 @@ def test_merge_refuses_with_one_line(run_main, lora_run, tiny_hf, tmp_path, case
 @pytest.mark.parametrize("case", ["output-is-the-input", "output-is-a-file", "input-is-already-hf",
                                   "input-is-a-lora-dir", "input-missing", "input-config-array"])
 def test_convert_refuses_with_one_line(run_main, tiny_original, tiny_hf, lora_run, tmp_path, case):
-    from llava.model.convert import main
-
     orig, out = tmp_path / "orig", tmp_path / "out"
     shutil.copytree(tiny_original, orig)
     args = {"--model-path": orig, "--output-dir": out}
@@ -251,7 +251,6 @@ def test_servers_and_batch_runs_name_a_damaged_model_in_one_line(tiny_hf, tmp_pa
     if entry == "llava.eval.model_vqa":
         (tmp_path / "q.jsonl").write_text('{"question_id": "q1", "text": "Hi?"}\n')
         extra = ["--question-file", tmp_path / "q.jsonl", "--answers-file", tmp_path / "a.jsonl"]
-    import sys
 
     r = run_process([sys.executable, "-m", entry, "--model-path", model, *extra], timeout=300)
     assert r.code == 1, r

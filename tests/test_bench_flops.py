@@ -11,6 +11,12 @@ import numpy as np
 from PIL import Image
 from torch.utils.flop_counter import FlopCounterMode
 
+from llava.data.collate import DataCollator
+from llava.train.args import parse_args
+from llava.train.loss import answer_positions_loss
+from llava.train.model_setup import configure_trainable, load_model
+from llava.train.train import make_dataset
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -36,11 +42,6 @@ def _task(root: Path) -> Path:
 
 def test_flop_count_matches_torch(tiny_hf, tmp_path):
     bench = _bench()
-    from llava.data.collate import DataCollator
-    from llava.train.args import parse_args
-    from llava.train.loss import answer_positions_loss
-    from llava.train.model_setup import configure_trainable, load_model
-    from llava.train.train import make_dataset
 
     data = _task(tmp_path)
     model_args, data_args, training_args = parse_args([

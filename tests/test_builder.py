@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
+from llava.demo.models import PRESETS, build
 from llava.model.builder import load_pretrained_model
 from llava.model.errors import AdapterMismatch, ModelLoadError
 from llava.model.inputs import build_batch, generate, render_prompt
 from llava.model.lora import language_model_linear_names
+from llava.model.weights import read_state_dict
 
 VOCAB = 32000  # the original vocabulary; rows past it are tokens we add (<image>)
 
@@ -53,8 +55,6 @@ def test_kind_is_decided_by_contents_not_folder_name(tiny_original, tmp_path, no
 def test_original_release_format_fp16_single_bin_with_stored_tower(tiny_hf, tiny_root, noise_image):
     """fp16, tower weights inside the checkpoint, and mm_vision_tower a hub id that cannot be reached
     offline: the stored weights are used and the tower config is read off them."""
-    from llava.demo.models import build
-
     out = build(tiny_root / "orig-fp16", layout="original", parts_dir=tiny_root / "parts", store_vision_tower=True)
     cfg = json.loads((out / "config.json").read_text())
     cfg["mm_vision_tower"] = "openai/clip-vit-large-patch14-336"
@@ -186,8 +186,6 @@ def test_lora_without_base_says_what_to_pass(lora_run, tmp_path):
 
 def test_mismatched_base_names_tensor_and_shapes(lora_run, tiny_root):
     """An adapter trained on one LLM size loaded onto another: stop, naming the tensor and both shapes."""
-    from llava.demo.models import PRESETS, build
-
     wider = {"vision": PRESETS["tiny"]["vision"], "llm": dict(PRESETS["tiny"]["llm"], hidden_size=64)}
     out, _, _ = lora_run
     other = build(tiny_root / "wider", preset=wider, parts_dir=tiny_root / "wider-parts")
@@ -249,10 +247,6 @@ def test_4bit_and_8bit_together_is_an_error(tiny_hf):
 
 def test_original_layout_in_sharded_safetensors(tiny_original, tmp_path, noise_image):
     """Later original releases ship model-0000N-of-0000M.safetensors with an index."""
-    from safetensors.torch import save_file
-
-    from llava.model.weights import read_state_dict
-
     out = tmp_path / "st"
     shutil.copytree(tiny_original, out, ignore=shutil.ignore_patterns("pytorch_model*"))
     cfg = json.loads((out / "config.json").read_text())

@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from test_train import launch
 
-from llava.demo.scenes import SceneObject
 from llava.demo.caption_task import CAPTION_PROMPT, house_caption, make_caption_task, references
+from llava.demo.scenes import SceneObject
+from llava.eval.evaluate import evaluate, read_annotations, read_answers
+from llava.eval.model_vqa import main as model_vqa
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,8 +49,6 @@ def test_caption_task_files(caption_task):
 
 
 def test_select_checkpoint_keeps_the_best_by_cider(caption_task, tiny_hf, tmp_path):
-    from test_train import launch
-
     task = {"data": caption_task / "train.json", "images": caption_task / "images"}
     run = tmp_path / "run"
     launch("finetune_task_lora.sh", run, tiny_hf, task, "--max_steps", "4", "--save_steps", "2",
@@ -67,12 +68,10 @@ def test_select_checkpoint_keeps_the_best_by_cider(caption_task, tiny_hf, tmp_pa
     best = max(summary["checkpoints"], key=lambda c: c["cider_d"])
     assert summary["best"] == best["checkpoint"]
     best_dir = run / "best"
-    assert (best_dir / "adapter_model.safetensors").is_file() and (best_dir / "non_lora_trainables.safetensors").is_file()
+    assert (best_dir / "adapter_model.safetensors").is_file()
+    assert (best_dir / "non_lora_trainables.safetensors").is_file()
     assert not (best_dir / "optimizer.pt").exists() and not list(best_dir.glob("global_step*"))
     # The copy is the checkpoint it names: answered again, it scores the same.
-    from llava.eval.evaluate import evaluate, read_annotations, read_answers
-    from llava.eval.model_vqa import main as model_vqa
-
     answers = tmp_path / "best.jsonl"
     model_vqa(["--model-path", str(best_dir), "--model-base", str(tiny_hf), "--question-file",
                str(caption_task / "val_questions.jsonl"), "--image-folder", str(caption_task / "images"),

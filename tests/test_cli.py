@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import os
 import signal
 import sys
@@ -9,6 +11,10 @@ from pathlib import Path
 
 import pexpect
 import pytest
+
+from llava.model.builder import load_pretrained_model
+from llava.serve.chat import ChatSession
+from llava.serve.images import open_image
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "USER: "
@@ -41,10 +47,6 @@ def image_file(tmp_path, photo):
 
 def reference_answers(model, image_path, questions, model_base=None):
     """The same conversation through ChatSession in this process, greedy, 4-bit."""
-    from llava.model.builder import load_pretrained_model
-    from llava.serve.chat import ChatSession
-    from llava.serve.images import open_image
-
     loaded = load_pretrained_model(str(model), model_base, load_4bit=True)
     chat = ChatSession(loaded, image=open_image(str(image_path)), temperature=0, max_new_tokens=8)
     return ["".join(chat.ask(q)).strip() for q in questions]
@@ -123,11 +125,6 @@ def test_bad_image_file_is_a_clear_error(tiny_hf, tmp_path):
 
 def test_image_sources(tmp_path, photo):
     """Path, data: URL and bare base64 all give the same pixels."""
-    import base64
-    import io
-
-    from llava.serve.images import open_image
-
     buf = io.BytesIO()
     photo.save(buf, "PNG")
     path = tmp_path / "p.png"

@@ -1,4 +1,5 @@
 import pytest
+from jinja2 import Environment
 
 from llava.conversation import ASSISTANT, USER, first_turn_with_image, get_template
 
@@ -63,8 +64,6 @@ def test_image_goes_first():
 
 @pytest.mark.parametrize("name", ["vicuna_v1", "llava_v1", "plain", "llava_llama_3"])
 def test_jinja_twin_renders_the_same(name):
-    from jinja2 import Environment
-
     template = get_template(name)
     env = Environment()
     jinja = env.from_string(template.chat_template)

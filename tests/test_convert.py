@@ -1,5 +1,7 @@
 """The converter command: original LLaVA checkpoint -> a directory plain transformers loads."""
 
+import json
+import shutil
 import subprocess
 import sys
 
@@ -53,7 +55,8 @@ def test_key_mapping_round_trips():
     ]
     for key in keys:
         assert hf_key_to_original(original_key_to_hf(key, "mlp2x_gelu")) == key
-    assert original_key_to_hf("model.mm_projector.4.weight", "mlp3x_gelu") == "model.multi_modal_projector.linear_3.weight"
+    assert (original_key_to_hf("model.mm_projector.4.weight", "mlp3x_gelu")
+            == "model.multi_modal_projector.linear_3.weight")
     assert original_key_to_hf("model.mm_projector.weight", "linear") == "model.multi_modal_projector.linear_1.weight"
     assert original_key_to_hf("model.layers.0.self_attn.rotary_emb.inv_freq", "mlp2x_gelu") is None
 
@@ -64,9 +67,6 @@ def test_unknown_weight_name_is_named():
 
 
 def test_start_end_tokens_are_refused_clearly(tiny_original, tmp_path):
-    import json
-    import shutil
-
     bad = tmp_path / "ckpt"
     shutil.copytree(tiny_original, bad)
     cfg = json.loads((bad / "config.json").read_text())

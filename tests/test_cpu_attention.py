@@ -8,6 +8,8 @@ import torch
 from llava.model.builder import load_pretrained_model
 from llava.model.cpu_attention import CPU_SDPA_FP32, register_cpu_sdpa_fp32
 from llava.model.inputs import build_batch, render_prompt
+from llava.train.args import parse_args
+from llava.train.model_setup import load_model
 
 
 def two_prompts(loaded, image):
@@ -43,9 +45,6 @@ def test_bf16_model_gives_sdpa_results_to_rounding_with_padding(tiny_hf, noise_i
 
 
 def test_training_on_cpu_uses_it_and_saved_configs_do_not_name_it(tiny_hf, tmp_path):
-    from llava.train.args import parse_args
-    from llava.train.model_setup import load_model
-
     model_args, data_args, training_args = parse_args([
         "--model_name_or_path", str(tiny_hf), "--data_path", "unused.json", "--output_dir", str(tmp_path / "out"),
         "--report_to", "none", "--use_cpu", "True"])

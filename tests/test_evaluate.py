@@ -1,13 +1,17 @@
 """llava/eval/evaluate.py run as the real command on small answer / key files."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+from PIL import Image
 
 from llava.eval.evaluate import evaluate, format_table
+from llava.eval.evaluate import main as evaluate_main
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -151,8 +155,6 @@ BAD_LINES = {
 def test_a_bad_line_is_named_left_out_and_the_rest_scored(tmp_path, run_main, kind):
     """A bad line in either file is named with FILE:LINE, listed in the scores file and counted; every
     other line is scored as usual (q1 right: accuracy 1 over the one usable key question)."""
-    from llava.eval.evaluate import main as evaluate_main
-
     which, lines, message = BAD_LINES[kind]
     good = {"answers": '{"question_id": "q1", "text": "red"}', "key": '{"question_id": "q1", "answers": ["red"]}'}
     files = {name: write_jsonl(tmp_path / f"{name}.jsonl", [line, *(lines if name == which else [])])
@@ -170,8 +172,6 @@ def test_a_bad_line_is_named_left_out_and_the_rest_scored(tmp_path, run_main, ki
 @pytest.mark.bad_input
 @pytest.mark.parametrize("kind", ["bom", "crlf"])
 def test_a_byte_order_mark_and_crlf_are_read(tmp_path, run_main, kind):
-    from llava.eval.evaluate import main as evaluate_main
-
     key = tmp_path / "key.jsonl"
     answers = tmp_path / "answers.jsonl"
     if kind == "bom":
@@ -188,8 +188,6 @@ def test_a_byte_order_mark_and_crlf_are_read(tmp_path, run_main, kind):
 
 @pytest.mark.bad_input
 def test_a_gold_rating_out_of_range_is_a_bad_line(tmp_path, run_main):
-    from llava.eval.evaluate import main as evaluate_main
-
     key = write_jsonl(tmp_path / "key.jsonl", [{"question_id": "r1", "answers": [4]},
                                                {"question_id": "r2", "answers": [9]}])
     answers = write_jsonl(tmp_path / "a.jsonl", [{"question_id": "r1", "text": "4"},
@@ -204,8 +202,6 @@ def test_a_gold_rating_out_of_range_is_a_bad_line(tmp_path, run_main):
 @pytest.mark.bad_input
 @pytest.mark.parametrize("kind", ["empty", "all-lines-bad"])
 def test_a_key_with_nothing_usable_is_refused(tmp_path, run_main, kind):
-    from llava.eval.evaluate import main as evaluate_main
-
     key = tmp_path / "key.jsonl"
     key.write_bytes(b"" if kind == "empty" else b"[1]\n\xff\n")
     answers = write_jsonl(tmp_path / "a.jsonl", [{"question_id": "q1", "text": "red"}])
@@ -216,8 +212,6 @@ def test_a_key_with_nothing_usable_is_refused(tmp_path, run_main, kind):
 
 @pytest.mark.bad_input
 def test_an_errors_file_that_is_not_utf8_is_still_counted(tmp_path, run_main):
-    from llava.eval.evaluate import main as evaluate_main
-
     answers = write_jsonl(tmp_path / "answers.jsonl", [{"question_id": "q1", "text": "red"}])
     (tmp_path / "answers.errors.jsonl").write_bytes(b'{"line": 2, "error": "\xff"}\n')
     key = write_jsonl(tmp_path / "key.jsonl", KEY[:1])
@@ -230,10 +224,6 @@ def test_an_errors_file_that_is_not_utf8_is_still_counted(tmp_path, run_main):
                                   "question-file", "hard-link-to-answers"])
 def test_scores_over_an_input_are_refused_before_any_work(tmp_path, run_main, kind):
     """`--output` equal to the answers file replaced the answers (issue 18): every input is refused."""
-    import os
-
-    from llava.eval.evaluate import main as evaluate_main
-
     answers = write_jsonl(tmp_path / "answers.jsonl", ANSWERS)
     key = write_jsonl(tmp_path / "key.jsonl", KEY)
     errors = write_jsonl(tmp_path / "answers.errors.jsonl", [{"line": 1, "question_id": "q4", "error": "x"}])
@@ -259,8 +249,6 @@ def test_scores_over_an_input_are_refused_before_any_work(tmp_path, run_main, ki
 @pytest.mark.parametrize("kind", ["output-a-directory", "output-under-a-file", "answers-missing",
                                   "answers-a-directory", "key-missing", "question-file-missing"])
 def test_a_bad_path_is_named_before_any_work(tmp_path, run_main, kind):
-    from llava.eval.evaluate import main as evaluate_main
-
     answers = write_jsonl(tmp_path / "answers.jsonl", ANSWERS)
     key = write_jsonl(tmp_path / "key.jsonl", KEY)
     (tmp_path / "dir").mkdir()
@@ -301,11 +289,8 @@ def test_batch_inference_errors_file_is_counted(tmp_path):
 
 def test_clip_score_with_an_open_clip_model(tmp_path, tiny_clip):
     """CLIPScore = 2.5 * max(cos(image, caption), 0), computed here with open_clip directly."""
-    import open_clip
-    import torch
-    from PIL import Image
-
-    from llava.eval.evaluate import main as evaluate_main
+    # open_clip (the `tasks` extra) takes seconds to import: only this test of the file needs it.
+    import open_clip  # noqa: PLC0415
 
     (tmp_path / "imgs").mkdir()
     captions = {"a": "a red square", "b": "a blue circle on grass", "c": "nothing at all"}

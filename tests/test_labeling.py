@@ -5,16 +5,26 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
+from skimage import data
 
+from llava.data.dataset import LazySupervisedDataset
+from llava.demo.labeling_task import CATEGORIES, make_labeling_task
+from llava.demo.labeling_task import main as labeling_task
+from llava.model.inputs import render_prompt
 from llava.model.text_embedder import load_text_embedder
 from llava.tasks.categories import CategoryError, CategoryMatcher, read_categories
-from llava.tasks.labeling import label_rows
+from llava.tasks.labeling import DESCRIBE, category_questions, label_rows
+from llava.tasks.labeling import main as labeling
+from llava.tasks.labeling_data import main as labeling_data
+from llava.tasks.labeling_data import retrieval_precision, score_labels
+from llava.tasks.retrieval import Index, build
 
 ROOT = Path(__file__).resolve().parents[1]
 CATS = ["shoes", "cars", "kitchen appliances", "dogs"]
@@ -76,8 +86,6 @@ def test_label_rows_keep_the_model_words_and_flag_mapped_ones():
 
 @pytest.fixture(scope="module")
 def photo_dir(tmp_path_factory):
-    from skimage import data
-
     d = tmp_path_factory.mktemp("photos")
     (d / "more").mkdir()
     Image.fromarray(data.astronaut()).resize((128, 128)).save(d / "astronaut.jpg")
@@ -138,9 +146,6 @@ def test_labeling_skips_corrupt_images_resumes_and_shards(photo_dir, tiny_hf, tm
 
 
 def test_the_category_is_asked_after_the_description_in_one_chat(tiny_loaded):
-    from llava.model.inputs import render_prompt
-    from llava.tasks.labeling import DESCRIBE, category_questions
-
     qs = category_questions(["a.jpg", "b.jpg"], {"a.jpg": "2 shapes: red circle (top left)."}, ["one", "two"])
     assert [q.question_id for q in qs] == ["a.jpg#category"]  # b.jpg has no description (yet): not asked
     prompt = render_prompt(tiny_loaded, qs[0].text, True, history=qs[0].history)
@@ -149,10 +154,6 @@ def test_the_category_is_asked_after_the_description_in_one_chat(tiny_loaded):
 
 
 def test_labeling_sample_task_and_its_scores(tmp_path, tiny_loaded):
-    from llava.data.dataset import LazySupervisedDataset
-    from llava.demo.labeling_task import CATEGORIES, make_labeling_task
-    from llava.tasks.labeling_data import score_labels
-
     out = tmp_path / "lab"
     res = make_labeling_task(out, num_train=6, num_test=5, num_queries=3, seed=1)
     assert (res["train"], res["test"], res["queries"]) == (6, 5, 3)
@@ -179,9 +180,6 @@ def test_labeling_sample_task_and_its_scores(tmp_path, tiny_loaded):
 
 
 def test_retrieval_precision_at_k(tmp_path, embedder):
-    from llava.tasks.retrieval import Index, build
-    from llava.tasks.labeling_data import retrieval_precision
-
     items = [("s1.jpg", "shoes", "White running sneakers."), ("s2.jpg", "shoes", "Leather hiking boots."),
              ("s3.jpg", "shoes", "Red high-heeled shoes."), ("c1.jpg", "cars", "A red sports car."),
              ("c2.jpg", "cars", "A blue family car."), ("c3.jpg", "cars", "A white delivery van.")]
@@ -226,8 +224,6 @@ def labelled_folder(tmp_path, store_extra: bytes = b""):
 
 
 def run_labeling(run_main, tmp_path, images, cats, *extra, expect_code=None):
-    from llava.tasks.labeling import main as labeling
-
     return run_main(labeling, ["--model-path", broken_model(tmp_path), "--images", images, "--categories", cats,
                                "--output", tmp_path / "labels.csv", "--embedder", "none", "--no-progress", *extra],
                     expect_code=expect_code)
@@ -264,8 +260,6 @@ def test_a_byte_order_mark_and_crlf_in_the_categories_are_read(tmp_path, run_mai
 
 @pytest.mark.bad_input
 def test_an_image_whose_file_name_is_not_utf8_is_skipped_and_named(tmp_path, run_main):
-    import os
-
     images = labelled_folder(tmp_path)
     (tmp_path / "cats.txt").write_text("people\nanimals\n")
     Image.new("RGB", (8, 8)).save(os.fsdecode(os.fsencode(str(images)) + b"/caf\xe9.png"), format="PNG")
@@ -286,7 +280,7 @@ def test_a_bad_line_in_the_answers_store_is_reported_and_kept(tmp_path, run_main
     (tmp_path / "cats.txt").write_text("people\nanimals\n")
     before = (tmp_path / "labels.answers.jsonl").read_bytes()
     result = run_labeling(run_main, tmp_path, images, tmp_path / "cats.txt", expect_code=0)
-    assert f"labels.answers.jsonl:3: " in result.out and "is not an answer" in result.out
+    assert "labels.answers.jsonl:3: " in result.out and "is not an answer" in result.out
     assert (tmp_path / "labels.answers.jsonl").read_bytes() == before
     assert [r["image"] for r in read_csv(tmp_path / "labels.csv")] == ["a.png"]
     errors = [json.loads(line) for line in (tmp_path / "labels.errors.jsonl").read_text().splitlines()]
@@ -297,8 +291,6 @@ def test_a_bad_line_in_the_answers_store_is_reported_and_kept(tmp_path, run_main
 @pytest.mark.parametrize("kind", ["output-is-the-categories", "output-is-an-image", "output-a-directory",
                                   "store-is-the-categories"])
 def test_labels_over_an_input_or_a_directory_are_refused(tmp_path, run_main, kind):
-    from llava.tasks.labeling import main as labeling
-
     images = labelled_folder(tmp_path)
     cats = tmp_path / "cats.txt"
     cats.write_text("people\nanimals\n")
@@ -344,8 +336,6 @@ def test_a_missing_folder_is_named_before_any_work(tmp_path, run_main, flag):
 @pytest.mark.bad_input
 @pytest.mark.parametrize("kind", ["labels-row-not-utf8", "truth-bom", "labels-without-category-column"])
 def test_scoring_labels_names_rows_it_cannot_use(tmp_path, run_main, kind):
-    from llava.tasks.labeling_data import main as labeling_data
-
     truth = b"image,category,description\na.png,one shape,x\nb.png,two shapes,y\n"
     labels = b"image,category,flagged\na.png,one shape,\nb.png,two shapes,yes\n"
     if kind == "labels-row-not-utf8":
@@ -374,8 +364,6 @@ def test_scoring_labels_names_rows_it_cannot_use(tmp_path, run_main, kind):
       "{tmp}/a-file"], "--db {tmp}/nope: no such folder"),
 ], ids=["score-labels-missing", "retrieval-score-k-0", "retrieval-score-db-missing"])
 def test_labeling_data_flags_are_checked_before_any_work(tmp_path, run_main, argv, message):
-    from llava.tasks.labeling_data import main as labeling_data
-
     (tmp_path / "a-file").write_text("x")
     result = run_main(labeling_data, [a.format(tmp=tmp_path) for a in argv])
     assert result.code != 0 and message.format(tmp=tmp_path) in result.err
@@ -388,8 +376,6 @@ def test_labeling_data_flags_are_checked_before_any_work(tmp_path, run_main, arg
     (["--output-dir", "{tmp}/out", "--num-test", "0"], "--num-test must be at least 1"),
 ], ids=["output-dir-a-file", "num-test-0"])
 def test_labeling_sample_task_flags_are_checked_before_any_work(tmp_path, run_main, argv, message):
-    from llava.demo.labeling_task import main as labeling_task
-
     (tmp_path / "a-file").write_text("x")
     result = run_main(labeling_task, [a.format(tmp=tmp_path) for a in argv])
     assert result.code != 0 and message.format(tmp=tmp_path) in result.err

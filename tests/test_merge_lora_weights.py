@@ -9,6 +9,11 @@ import sys
 from pathlib import Path
 
 import torch
+from transformers import AutoProcessor, LlavaForConditionalGeneration
+
+from llava.demo.models import PRESETS, build
+from llava.model.builder import load_pretrained_model
+from llava.model.inputs import build_batch, render_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,11 +25,6 @@ def merge(lora: Path, base: Path, out: Path) -> subprocess.CompletedProcess:
 
 
 def test_merged_directory_loads_in_plain_transformers(lora_run, tiny_hf, tmp_path, noise_image):
-    from transformers import AutoProcessor, LlavaForConditionalGeneration
-
-    from llava.model.builder import load_pretrained_model
-    from llava.model.inputs import build_batch, render_prompt
-
     lora_dir, _, _ = lora_run
     # Folder names say nothing of what they hold (the original decides by the name).
     adapter, base = tmp_path / "run-a", tmp_path / "m0"
@@ -50,8 +50,6 @@ def test_merged_directory_loads_in_plain_transformers(lora_run, tiny_hf, tmp_pat
 
 
 def test_a_base_that_does_not_fit_is_refused_naming_the_tensor(lora_run, tiny_root, tmp_path):
-    from llava.demo.models import PRESETS, build
-
     wider = {"vision": PRESETS["tiny"]["vision"], "llm": dict(PRESETS["tiny"]["llm"], hidden_size=64)}
     other = build(tmp_path / "wide", preset=wider, parts_dir=tmp_path / "wide-parts")
     proc = merge(lora_run[0], other, tmp_path / "out")

@@ -5,9 +5,22 @@ import math
 import pytest
 
 from llava.eval import normalize
-from llava.eval.metrics import (bleu, choice_letter, cider_d, clean_prediction, exact_match, gold_score,
-                                multiple_choice_correct, parse_score, rating_scores, rouge_l,
-                                short_answer_score, spearman, vqa_accuracy, vqa_match_any)
+from llava.eval.metrics import (
+    bleu,
+    choice_letter,
+    cider_d,
+    clean_prediction,
+    exact_match,
+    gold_score,
+    multiple_choice_correct,
+    parse_score,
+    rating_scores,
+    rouge_l,
+    short_answer_score,
+    spearman,
+    vqa_accuracy,
+    vqa_match_any,
+)
 from llava.eval.vqa_metric import process_punctuation
 
 

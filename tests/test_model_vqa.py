@@ -16,8 +16,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from transformers import AutoTokenizer
 
+from llava.eval.answers_file import AnswersFile
 from llava.eval.model_vqa import main as model_vqa
+from llava.eval.model_vqa import parse_args, run
+from llava.eval.question_file import read_questions
+from llava.model.builder import load_pretrained_model
+from llava.model.inputs import prompt_ids, render_prompt
+from llava.model.prefix_cache import common_prefix, image_grouped_batches, image_part
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
@@ -165,8 +172,6 @@ def test_quantized_batch_inference(tmp_path, tiny_hf, flag):
 
 def test_beam_search_with_a_minimum_length(tmp_path, tiny_hf):
     """Captioning's settings: beams, and no answer ending before --min-new-tokens."""
-    from transformers import AutoTokenizer
-
     questions = write_questions(tmp_path, 6)
     stats = model_vqa(args(tiny_hf, questions, tmp_path / "beam.jsonl", "--num-beams", "3", "--min-new-tokens", "5",
                            "--length-penalty", "1.5", "--batch-size", "3", "--num-workers", "0"))
@@ -179,10 +184,6 @@ def test_beam_search_with_a_minimum_length(tmp_path, tiny_hf):
 
 def test_the_shared_prefix_cache_changes_no_answer(tmp_path, tiny_hf):
     """The system prompt's cache reused across batches: the same greedy answers as recomputing it."""
-    from llava.model.builder import load_pretrained_model
-    from llava.model.inputs import prompt_ids, render_prompt
-    from llava.model.prefix_cache import common_prefix
-
     questions = write_questions(tmp_path, 20)
     cached = model_vqa(args(tiny_hf, questions, tmp_path / "cached.jsonl", "--batch-size", "6"))
     plain = model_vqa(args(tiny_hf, questions, tmp_path / "plain.jsonl", "--batch-size", "6", "--no-prefix-cache"))
@@ -202,11 +203,6 @@ def test_questions_about_one_image_share_its_tokens(tmp_path, tiny_hf):
     """Three to five questions per image: the image and its tokens run once per batch, not once per
     question, and every greedy answer is what recomputing them gives.  A missing image's questions
     become error records without taking the rest of their batch down."""
-    from llava.eval.answers_file import AnswersFile
-    from llava.eval.model_vqa import parse_args, run
-    from llava.eval.question_file import read_questions
-    from llava.model.builder import load_pretrained_model
-
     questions = write_questions(tmp_path, 1, n_images=4)  # the images
     words = ["What is this?", "Count them.", "What colour is the object on the left of the picture?",
              "Is there a circle?", "Why?"]
@@ -234,8 +230,6 @@ def test_questions_about_one_image_share_its_tokens(tmp_path, tiny_hf):
 
 
 def test_image_grouped_batches_keep_an_image_together():
-    from llava.model.prefix_cache import image_grouped_batches, image_part
-
     images = ["a", "b", "a", "c", "b", "a", "c", "a"]
     batches = image_grouped_batches(images, [5, 9, 6, 4, 3, 7, 8, 2], batch_size=4)
     assert sorted(i for b in batches for i in b) == list(range(8)) and all(len(b) <= 4 for b in batches)
@@ -248,11 +242,6 @@ def test_image_grouped_batches_keep_an_image_together():
 
 @pytest.mark.parametrize("flag, dtype", [([], torch.float32), (["--cpu-bf16"], torch.bfloat16)])
 def test_cpu_bf16_runs_the_matmuls_in_bf16(tmp_path, tiny_hf, flag, dtype):
-    from llava.eval.answers_file import AnswersFile
-    from llava.eval.model_vqa import parse_args, run
-    from llava.eval.question_file import read_questions
-    from llava.model.builder import load_pretrained_model
-
     questions = write_questions(tmp_path, 6)
     loaded = load_pretrained_model(str(tiny_hf))
     seen = []

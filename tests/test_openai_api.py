@@ -26,7 +26,12 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from PIL import Image
+from skimage import data
 from test_media_fetch import ImageHost, endless, hang, redirect, redirect_loop, serve
+
+from llava.serve.chat import ChatSession
+from llava.serve.images import decode_image_bytes
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "tiny-llava"  # the directory name of the tiny_hf fixture: the default served model id
@@ -138,9 +143,6 @@ def refusal(client: openai.OpenAI, status: int, messages, **kwargs) -> openai.AP
 
 @pytest.fixture(scope="module")
 def photo_png():
-    from PIL import Image
-    from skimage import data
-
     return png_bytes(Image.fromarray(data.astronaut()[40:300, :, :]))
 
 
@@ -206,9 +208,6 @@ def default_server(servers):
 @pytest.fixture(scope="module")
 def reference(tiny_loaded, photo_png):
     """Greedy answers (and usage) of ChatSession in this process: Q1 about the photo, then Q2 after it."""
-    from llava.serve.chat import ChatSession
-    from llava.serve.images import decode_image_bytes
-
     chat = ChatSession(tiny_loaded, image=decode_image_bytes(photo_png, "photo"), temperature=0,
                        max_new_tokens=MAX_TOKENS)
     answers, usages = [], []
@@ -390,9 +389,6 @@ def test_max_tokens_over_the_cap(main_server):
 
 
 def test_a_leading_system_message_replaces_the_template_system_prompt(main_server, tiny_loaded, photo_png):
-    from llava.serve.chat import ChatSession
-    from llava.serve.images import decode_image_bytes
-
     system = "You are a terse assistant.\nAnswer in one word."
     chat = ChatSession(tiny_loaded, image=decode_image_bytes(photo_png, "photo"), temperature=0,
                        max_new_tokens=MAX_TOKENS, system=system)

@@ -16,7 +16,13 @@ from contextlib import ExitStack
 
 import httpx
 import pytest
+from PIL import Image
 from test_openai_api import MODEL, launch, png_bytes, stop, wait_ready
+from transformers import AutoTokenizer
+
+from llava.mm_utils import tokenize_prompt
+from llava.model.inputs import prompt_ids, render_prompt
+from llava.serve.prompt_bound import TokenBound
 
 QUEUE, CONNECTIONS, HEADER_S, BODY_S = 2, 12, 2.0, 2.0
 LONG = [{"role": "user", "content": "Tell me a very long story."}]
@@ -25,8 +31,6 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory):
-    from PIL import Image
-
     root = tmp_path_factory.mktemp("abuse-media")
     (root / "photo.png").write_bytes(png_bytes(Image.new("RGB", (8, 8), "red")))
     return root
@@ -265,8 +269,6 @@ def test_a_text_far_over_the_context_is_refused_before_tokenizing(server, shape)
 def spaces_prompt(tiny_loaded, spaces: int) -> tuple[str, int]:
     """A question of `spaces` spaces between two letters (each 16 spaces one vocabulary entry, the longest, so
     the length bound is at its tightest), and its prompt's length in tokens as the server counts it."""
-    from llava.model.inputs import prompt_ids, render_prompt
-
     question = "a" + " " * spaces + "b"
     return question, len(prompt_ids(tiny_loaded, render_prompt(tiny_loaded, question, False)))
 
@@ -410,11 +412,6 @@ TRICKY = ["a" + " " * 3000 + "b", "x" * 3000, "\u00e9" * 500, "\uff76\uff9e" * 3
 def test_the_length_bound_never_exceeds_the_real_count(tiny_loaded, tiny_hf, kind):
     """For the model's SentencePiece tokenizer and transformers' own fast one, on texts chosen to be few tokens
     for their length (long vocabulary entries, runs of spaces, special tokens) or many (bytes, emoji)."""
-    from transformers import AutoTokenizer
-
-    from llava.mm_utils import tokenize_prompt
-    from llava.serve.prompt_bound import TokenBound
-
     tokenizer = tiny_loaded.tokenizer if kind == "sentencepiece" else AutoTokenizer.from_pretrained(tiny_hf)
     bound = TokenBound.of(tokenizer)
     assert bound is not None and bound.longest == 16

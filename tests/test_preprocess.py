@@ -21,6 +21,7 @@ from llava.data.images import check_images
 from llava.data.outputs import split_images
 from llava.data.preprocess import PreprocessConfig, preprocess
 from llava.data.tables import TableError
+from llava.demo.vqa_task import make_sample_task
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "task_data_preprocessing.py"
@@ -510,8 +511,6 @@ def test_writes_are_atomic(tmp_path, images, monkeypatch):
 
 
 def test_script_end_to_end_on_the_sample_task(tmp_path):
-    from llava.demo.vqa_task import make_sample_task
-
     task = make_sample_task(tmp_path / "task", num_train_images=40, num_test_images=5, seed=3)
     proc = subprocess.run(
         [sys.executable, str(SCRIPT), "--input", str(task["train_csv"]), "--image-folder", str(task["images_dir"]),

@@ -4,11 +4,11 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
+from llava.demo.models import build
 from llava.model.builder import load_pretrained_model
 from llava.model.compose import ComposeOptions
 from llava.model.inputs import generate
 from llava.model.projector import parse_projector_type
-from llava.demo.models import build
 
 
 @pytest.mark.parametrize("ptype,layers", [("linear", 1), ("mlp3x_gelu", 3)])

@@ -4,14 +4,20 @@ text and by an image the tiny model describes first."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
+from skimage import data
 
+from llava.model.clip_model import ClipModel
 from llava.model.text_embedder import load_text_embedder
+from llava.serve.search import describe
 from llava.tasks.retrieval import Index, build
+from llava.tasks.retrieval import main as retrieval
 
 ROOT = Path(__file__).resolve().parents[1]
 CATALOGUE = """image,description,category,flagged,model_category,similarity
@@ -53,8 +59,6 @@ def test_complementary_items_are_other_categories(db, embedder):
 
 
 def test_a_table_built_with_another_embedder_is_refused(db, embedder, tmp_path):
-    import shutil
-
     other = tmp_path / "other.lancedb"
     shutil.copytree(db, other)
     meta = json.loads((other / "llava_retrieval.json").read_text())
@@ -72,11 +76,6 @@ def test_labels_without_the_columns_are_refused(tmp_path, embedder):
 
 
 def test_query_with_an_image_describes_it_first(db, tiny_hf, tiny_loaded, tmp_path):
-    from skimage import data
-    from PIL import Image
-
-    from llava.serve.search import describe
-
     path = tmp_path / "query.png"
     Image.fromarray(data.coffee()).resize((96, 64)).save(path)
     proc = subprocess.run([sys.executable, "-m", "llava.tasks.retrieval", "query", "--db", str(db), "--image",
@@ -91,10 +90,6 @@ def test_query_with_an_image_describes_it_first(db, tiny_hf, tiny_loaded, tmp_pa
 
 @pytest.fixture(scope="module")
 def clip_db(tmp_path_factory, embedder, tiny_clip):
-    from PIL import Image
-
-    from llava.model.clip_model import ClipModel
-
     d = tmp_path_factory.mktemp("clip-retrieval")
     (d / "labels.csv").write_text(CATALOGUE + "missing.jpg,An image that is not there.,shoes,,shoes,1.0\n")
     for i, line in enumerate(CATALOGUE.splitlines()[1:]):
@@ -105,8 +100,6 @@ def clip_db(tmp_path_factory, embedder, tiny_clip):
 
 
 def test_search_by_image_embedding_finds_the_same_image_first(clip_db, embedder):
-    from PIL import Image
-
     d, clip = clip_db
     index = Index(d / "db", embedder, clip)
     for name in ("car1.jpg", "sock1.jpg"):
@@ -128,8 +121,6 @@ def test_image_search_needs_a_table_with_that_clip_model(db, embedder, clip_db):
 @pytest.mark.bad_input
 @pytest.mark.parametrize("kind", ["row-not-utf8", "bom", "crlf", "row-without-image"])
 def test_labels_rows_that_cannot_be_used_are_named_and_the_rest_built(tmp_path, run_main, kind):
-    from llava.tasks.retrieval import main as retrieval
-
     rows = CATALOGUE.encode().splitlines(keepends=True)
     extra = {"row-not-utf8": b"caf\xe9.jpg,Un caf\xe9 cr\xe8me.,drinks,,drinks,1.0\n",
              "row-without-image": b",A thing with no image.,things,,things,1.0\n"}.get(kind, b"")
@@ -147,8 +138,6 @@ def test_labels_rows_that_cannot_be_used_are_named_and_the_rest_built(tmp_path, 
 @pytest.mark.bad_input
 @pytest.mark.parametrize("kind", ["db-is-a-file", "labels-a-directory", "labels-missing"])
 def test_a_bad_build_path_is_named_before_any_work(tmp_path, run_main, kind):
-    from llava.tasks.retrieval import main as retrieval
-
     (tmp_path / "labels.csv").write_text(CATALOGUE)
     (tmp_path / "a-file").write_text("x")
     labels, db, message = {
@@ -168,8 +157,6 @@ def test_a_bad_build_path_is_named_before_any_work(tmp_path, run_main, kind):
     (["--device", "banana"], "--device 'banana': not a device"),
 ], ids=["top-k-0", "by-image-without-clip", "device-unknown"])
 def test_a_bad_query_flag_is_refused_before_anything_loads(db, tmp_path, run_main, flags, message):
-    from llava.tasks.retrieval import main as retrieval
-
     model = tmp_path / "broken-model"
     model.mkdir()
     (model / "config.json").write_text('{"model_type": "bert"}')
@@ -181,10 +168,6 @@ def test_a_bad_query_flag_is_refused_before_anything_loads(db, tmp_path, run_mai
 @pytest.mark.bad_input
 @pytest.mark.parametrize("kind", ["not-json", "not-utf8", "no-embedder-field"])
 def test_a_damaged_table_description_is_a_message(db, embedder, tmp_path, run_main, kind):
-    import shutil
-
-    from llava.tasks.retrieval import main as retrieval
-
     broken = tmp_path / "broken.lancedb"
     shutil.copytree(db, broken)
     (broken / "llava_retrieval.json").write_bytes({"not-json": b"{", "not-utf8": b'{"embedder": "\xff"}',

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -13,11 +14,31 @@ import torch
 from PIL import Image
 
 from llava.constants import IGNORE_INDEX
-from llava.demo.rating_task import (candidate_ratings, choose_ratings, make_rating_task, rate_color, rate_count,
-                                     rate_object, rate_shape)
+from llava.data.dataset import LazySupervisedDataset
+from llava.demo.rating_task import (
+    candidate_ratings,
+    choose_ratings,
+    make_rating_task,
+    rate_color,
+    rate_count,
+    rate_object,
+    rate_shape,
+)
 from llava.demo.scenes import SceneObject
+from llava.eval.question_file import Question
+from llava.mm_utils import load_image
+from llava.model.inputs import build_batch
 from llava.tasks.rating_data import convert
-from llava.tasks.rating_prompt import SCALE, format_answer, parse_answer, partial_explanation, rating_prompt
+from llava.tasks.rating_prompt import (
+    SCALE,
+    SCORE_PREFIX,
+    format_answer,
+    parse_answer,
+    partial_explanation,
+    rating_prompt,
+)
+from llava.tasks.tag_rating import ConstrainedRater
+from llava.tasks.tag_rating import main as tag_rating
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -61,8 +82,6 @@ def test_colour_shape_and_count_rules():
 
 
 def test_chosen_tags_are_distinct_and_spread_over_scores():
-    import random
-
     rng = random.Random(0)
     picks = [r for _ in range(300) for r in choose_ratings(rng, candidate_ratings([RED_CIRCLE, BLUE_SQUARE]), 3)]
     counts = {s: sum(r.score == s for r in picks) for s in range(6)}
@@ -125,8 +144,6 @@ def test_sample_task_files_agree(sample):
 
 
 def test_rating_conversations_supervise_only_the_json_answer(sample, tiny_loaded):
-    from llava.data.dataset import LazySupervisedDataset
-
     out = sample["output_dir"]
     ds = LazySupervisedDataset(out / "train" / "conversations.json", image_folder=out / "images",
                                tokenizer=tiny_loaded.tokenizer, image_processor=tiny_loaded.image_processor,
@@ -214,12 +231,6 @@ def test_rater_writes_a_valid_rating_for_every_pair_and_resumes(sample, tiny_hf,
 
 def test_constrained_score_is_the_likeliest_digit(sample, tiny_loaded):
     """The constrained score agrees with one forward pass over the stem, read at the digit tokens."""
-    from llava.eval.question_file import Question
-    from llava.mm_utils import load_image
-    from llava.model.inputs import build_batch
-    from llava.tasks.rating_prompt import SCORE_PREFIX
-    from llava.tasks.tag_rating import ConstrainedRater
-
     out = sample["output_dir"]
     pair = json.loads((out / "test" / "pairs.jsonl").read_text().splitlines()[0])
     q = Question(pair["question_id"], rating_prompt(pair["tag"]), pair["image"], None, 1)
@@ -268,8 +279,6 @@ BAD_PAIRS = {
 @pytest.mark.bad_input
 @pytest.mark.parametrize("kind", list(BAD_PAIRS))
 def test_a_bad_pair_is_an_error_record_and_the_run_goes_on(tmp_path, run_main, kind):
-    from llava.tasks.tag_rating import main as tag_rating
-
     name, data, message = BAD_PAIRS[kind]
     (tmp_path / name).write_bytes(data)
     out = tmp_path / "ratings.jsonl"
@@ -283,8 +292,6 @@ def test_a_bad_pair_is_an_error_record_and_the_run_goes_on(tmp_path, run_main, k
 @pytest.mark.bad_input
 @pytest.mark.parametrize("kind", ["output-is-the-input", "stats-file-is-the-key", "errors-file-is-the-input"])
 def test_ratings_over_an_input_are_refused_before_any_work(tmp_path, run_main, kind):
-    from llava.tasks.tag_rating import main as tag_rating
-
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"question_id": "p", "image": "a.png", "tag": "red"}\n')
     key = tmp_path / "key.jsonl"
@@ -315,8 +322,6 @@ def test_ratings_over_an_input_are_refused_before_any_work(tmp_path, run_main, k
 ], ids=["max-new-tokens-0", "batch-size-0", "num-workers-negative", "device-unknown", "image-folder-missing",
         "annotation-file-missing"])
 def test_a_bad_rating_flag_is_refused_before_the_model_loads(tmp_path, run_main, flags, message):
-    from llava.tasks.tag_rating import main as tag_rating
-
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"question_id": "p", "image": "a.png", "tag": "red"}\n')
     result = run_main(tag_rating, ["--model-path", broken_model(tmp_path), "--input", pairs, "--output",
@@ -327,8 +332,6 @@ def test_a_bad_rating_flag_is_refused_before_the_model_loads(tmp_path, run_main,
 
 @pytest.mark.bad_input
 def test_a_bad_line_in_the_ratings_being_resumed_is_reported_and_kept(tmp_path, run_main):
-    from llava.tasks.tag_rating import main as tag_rating
-
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text('{"question_id": "p", "image": "a.png", "tag": "red"}\n')
     out = tmp_path / "ratings.jsonl"

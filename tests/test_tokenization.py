@@ -4,12 +4,13 @@ import random
 
 import pytest
 import sentencepiece as spm
-from transformers import AutoTokenizer
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
 from llava.constants import IMAGE_TOKEN_INDEX
+from llava.demo.models import sentencepiece_model_path
 from llava.mm_utils import tokenize_prompt, tokenizer_image_token
 from llava.model.processor import load_tokenizer
-from llava.demo.models import sentencepiece_model_path
 
 PROMPT = (
     "A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
@@ -69,9 +70,6 @@ def test_special_tokens_in_text_are_split_like_the_slow_tokenizer(tiny_hf):
 
 def test_fast_tokenizers_use_their_offsets():
     """A non-SentencePiece tokenizer (GPT-2 style BPE, as SmolLM2's) goes through transformers."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
     vocab = {c: i for i, c in enumerate(["<s>", "</s>", "a", "b", "Ġ", "Ċ", "Ġa", "ab"])}
     t = Tokenizer(models.BPE(vocab=vocab, merges=[("Ġ", "a"), ("a", "b")]))
     t.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

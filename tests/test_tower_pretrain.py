@@ -8,8 +8,8 @@ import torch
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
 from llava.demo.scenes import SceneObject
-from llava.model.processor import CLIP_MEAN, CLIP_STD
 from llava.demo.tower_pretrain import COLOR_CLASSES, SHAPE_CLASSES, pretrain_tower, scene_labels
+from llava.model.processor import CLIP_MEAN, CLIP_STD
 
 
 def test_scene_labels_put_each_object_in_its_quadrant():

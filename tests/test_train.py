@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -13,7 +14,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
+from transformers import LlavaForConditionalGeneration
 
+from llava.demo.vqa_task import make_sample_task
+from llava.model.builder import load_pretrained_model
+from llava.model.cpu_features import cpu_has_native_bf16
 from llava.train import shm_cleanup
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,8 +28,6 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def tiny_task(tmp_path_factory):
     """The sample task at a small size, preprocessed into LLaVA conversations."""
-    from llava.demo.vqa_task import make_sample_task
-
     root = tmp_path_factory.mktemp("task")
     make_sample_task(root / "raw", num_train_images=24, num_test_images=0, seed=0)
     subprocess.run([sys.executable, str(ROOT / "scripts/task_data_preprocessing.py"), "--input",
@@ -54,7 +58,8 @@ def launch(script: str, out: Path, model: Path, task: dict, *flags: str, procs: 
            "--learning_rate", "1e-3", "--save_steps", "1000", "--dataloader_num_workers", "0", *flags]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
+                             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
     return proc
 
 
@@ -71,8 +76,6 @@ def first_step(out: Path) -> dict:
 # zero.Init and the LoRA weights made after it must reach DeepSpeed in one dtype.
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_lora_script_trains_and_saves_a_loadable_adapter(tmp_path, tiny_hf, tiny_task, zero):
-    from llava.model.builder import load_pretrained_model
-
     out = tmp_path / "lora"
     launch("finetune_task_lora.sh", out, tiny_hf, tiny_task, "--max_steps", "3",
            *(["--bf16", "True", "--use_cpu", "True"] if zero == "zero3" else []), zero=zero,
@@ -83,9 +86,6 @@ def test_lora_script_trains_and_saves_a_loadable_adapter(tmp_path, tiny_hf, tiny
     for name in ("adapter_config.json", "adapter_model.safetensors", "non_lora_trainables.safetensors",
                  "config.json", "loss_curve.png", "tokenizer_config.json"):
         assert (out / name).exists(), name
-    from safetensors import safe_open
-
-    from llava.model.cpu_features import cpu_has_native_bf16
 
     with safe_open(out / "adapter_model.safetensors", "pt") as f:
         saved = {f.get_tensor(k).dtype for k in f.keys()}
@@ -108,10 +108,6 @@ def test_lora_script_trains_and_saves_a_loadable_adapter(tmp_path, tiny_hf, tiny
 
 def check_merge(tmp_path, lora_dir, base_dir, unmerged_reference):
     """scripts/merge_lora_weights.py writes a directory plain transformers loads, with the same logits."""
-    from transformers import LlavaForConditionalGeneration
-
-    from llava.model.builder import load_pretrained_model
-
     merged_dir = tmp_path / "merged"
     subprocess.run([sys.executable, "scripts/merge_lora_weights.py", "--model-path", str(lora_dir),
                     "--model-base", str(base_dir), "--save-model-path", str(merged_dir)],
@@ -178,7 +174,6 @@ def test_qlora_trains_on_cpu(tmp_path, tiny_hf, tiny_task):
     assert [r["step"] for r in losses(out)] == [1, 2]
     config = json.loads((out / "adapter_config.json").read_text())
     assert config["r"] == 8
-    import re
 
     found = re.search(r"quantized base for QLoRA: (\d+) Linear4bit layers", proc.stdout + proc.stderr)
     assert found and int(found.group(1)) > 0, proc.stderr[-3000:]

@@ -10,6 +10,7 @@ import pytest
 from llava.model.builder import load_pretrained_model
 from llava.model.errors import ModelLoadError
 from llava.train.args import parse_args
+from llava.train.model_setup import load_model
 
 # The original's ModelArguments, DataArguments and TrainingArguments fields, with a value each, as its
 # scripts pass them (scripts/v1_5/*.sh and train.py's dataclasses).
@@ -67,8 +68,6 @@ def test_cache_dir_is_where_hub_ids_are_found(tiny_hf, tmp_path):
         load_pretrained_model(repo)
     loaded = load_pretrained_model(repo, cache_dir=str(tmp_path / "cache"))
     assert loaded.model.config.model_type == "llava"
-
-    from llava.train.model_setup import load_model
 
     model_args, data_args, training_args = parse_args([
         "--model_name_or_path", repo, "--cache_dir", str(tmp_path / "cache"), "--output_dir", str(tmp_path / "out"),

@@ -6,6 +6,7 @@ A screenshot of the chat is saved to $LLAVA_TEST_ARTIFACTS (default out/test-art
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import shutil
@@ -17,6 +18,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from PIL import Image
+from playwright.sync_api import sync_playwright
+from skimage import data
+
+from llava.model.text_embedder import load_text_embedder
+from llava.serve.chat import ChatSession
+from llava.serve.images import open_image
+from llava.serve.search import Index, describe
+from llava.tasks.retrieval import build
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("LLAVA_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
@@ -54,13 +64,6 @@ CATALOGUE = {"shoe1.jpg": ("A pair of white running sneakers.", "shoes"),
 @pytest.fixture(scope="module")
 def retrieval_db(tmp_path_factory):
     """A LanceDB table of six labelled images, built as a user would (labels.csv -> build)."""
-    import csv
-
-    from PIL import Image
-
-    from llava.model.text_embedder import load_text_embedder
-    from llava.tasks.retrieval import build
-
     d = tmp_path_factory.mktemp("catalogue")
     with open(d / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
@@ -110,8 +113,6 @@ def server(tiny_hf, retrieval_db, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
     executable = chromium_path()
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=executable, headless=True, args=CHROMIUM_ARGS)
@@ -131,9 +132,6 @@ def page(browser, server):
 
 @pytest.fixture(scope="module")
 def photo_file(tmp_path_factory):
-    from PIL import Image
-    from skimage import data
-
     path = tmp_path_factory.mktemp("img") / "astronaut.png"
     Image.fromarray(data.astronaut()[40:300, :, :]).save(path)
     return path
@@ -145,9 +143,6 @@ def words(text: str) -> str:
 
 
 def reference_answers(tiny_loaded, image_path, questions):
-    from llava.serve.chat import ChatSession
-    from llava.serve.images import open_image
-
     chat = ChatSession(tiny_loaded, image=open_image(str(image_path)), temperature=0, max_new_tokens=16)
     return ["".join(chat.ask(q)).strip() for q in questions]
 
@@ -209,8 +204,6 @@ def test_upload_ask_stream_and_history(page, photo_file, tiny_loaded):
 
 
 def test_refused_uploads_say_why_and_chat_goes_on(page, tmp_path, tiny_loaded):
-    from PIL import Image
-
     bomb = tmp_path / "bomb.png"
     Image.new("RGB", (1000, 1000), "white").save(bomb)  # 4 kB of PNG, a million pixels
     upload(page, bomb)
@@ -223,8 +216,6 @@ def test_refused_uploads_say_why_and_chat_goes_on(page, tmp_path, tiny_loaded):
     upload(page, broken)
     page.get_by_text(re.compile(r"broken\.png: cannot read image")).first.wait_for(timeout=30_000)
     # The conversation goes on without an image: the answer is the model's text-only answer.
-    from llava.serve.chat import ChatSession
-
     expected = "".join(ChatSession(tiny_loaded, temperature=0, max_new_tokens=16).ask("Hello?")).strip()
     assert words(ask(page, "Hello?")) == words(expected)
 
@@ -253,10 +244,6 @@ def test_stop_ends_a_long_answer_and_keeps_it_out_of_the_history(page):
 
 
 def test_search_tab_describes_the_image_and_lists_the_nearest_items(page, photo_file, tiny_loaded, retrieval_db):
-    from llava.serve.images import open_image
-    from llava.model.text_embedder import load_text_embedder
-    from llava.serve.search import Index, describe
-
     expected_text = describe(tiny_loaded, open_image(str(photo_file)))
     expected = Index(retrieval_db, load_text_embedder()).search(expected_text, 5)["results"]
     page.get_by_role("tab", name="Search").click()
