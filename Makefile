@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 #   make test TORCH_SPEC='torch torchvision'
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install browser demo test clean
+.PHONY: install browser demo test lint clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -32,6 +32,11 @@ browser:
 
 test: install browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+
+# The layer contract (.importlinter) and the linter (ruff.toml); tests/test_structure.py runs both in `make test`.
+lint: install
+	PYTHONPATH=. $(VENV)/bin/lint-imports --no-logo
+	$(VENV)/bin/ruff check .
 
 clean:
 	rm -rf checkpoints playground/data

