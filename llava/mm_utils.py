@@ -1,4 +1,4 @@
-"""Prompt tokenization and image loading shared by training, inference and serving.
+"""Prompt tokenization shared by training, inference and serving (images: llava.image_decode).
 
 Tokenization follows the original LLaVA's `tokenizer_image_token`: the prompt
 is split at each "<image>", every piece is tokenized on its own (so a Llama

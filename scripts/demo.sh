@@ -96,7 +96,7 @@ if want 5; then
       --pretrain_mm_mlp_adapter "$STAGE1/mm_projector.safetensors" --data_path "$CAPS/chat.json" \
       --image_folder "$CAPS/images" --output_dir "$BASE" --max_steps "$STAGE2_STEPS" --learning_rate 1e-4 \
       --mm_projector_lr 5e-4 --save_steps 1000
-    rm -rf "$BASE"/checkpoint-*  # the run is complete: its resume state (optimizer and all, 2.5 GB) goes
+    rm -rf "$BASE"/checkpoint-*  # the run is complete: its resume state (optimizer and all, gigabytes) goes
     echo "$STAGE2_STEPS" > "$BASE/stage2_steps.txt.tmp" && mv "$BASE/stage2_steps.txt.tmp" "$BASE/stage2_steps.txt"
     elapsed "$t0"
   fi

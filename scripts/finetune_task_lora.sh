@@ -17,13 +17,13 @@ if [ "$ON_GPU" = 1 ]; then
 else
   # Sized for minutes on a 2-core CPU: rank 32 keeps the sample task's epoch inside the time the demo
   # allows it, at a small cost in accuracy; the projector keeps the original's low lr, since at the
-  # adapters' lr the first steps on a new answer format would undo the stage-1/2 alignment.  Why, and
-  # what each choice measured: docs/training.md, "The scripts".
+  # adapters' lr the first steps on a new answer format would undo the stage-1/2 alignment.  Why:
+  # docs/training.md, "The scripts"; what each choice measured, and the command: its "Measurements".
   RECIPE=(--lora_r 32 --lora_alpha 64 --learning_rate 5e-4 --mm_projector_lr 2e-5
     --per_device_train_batch_size 16 --gradient_accumulation_steps 1 --num_train_epochs 1 --save_steps 50)
   # Where the CPU has bf16 instructions, DeepSpeed's bf16 mode (weights in bf16, fp32 master copies in
   # the optimizer) instead of fp32 weights under autocast: faster at about the same accuracy
-  # (docs/training.md, "The scripts").  --bf16 False or CPU_BF16_WEIGHTS=0 keeps fp32 weights (bf16
+  # (docs/training.md, "Measurements").  --bf16 False or CPU_BF16_WEIGHTS=0 keeps fp32 weights (bf16
   # autocast still, --cpu_bf16 auto); the other task scripts and QLoRA set the latter.
   if [ "${CPU_BF16_WEIGHTS:-1}" = 1 ] && "$PYTHON" -c "import sys; from llava.model.cpu_features import cpu_has_native_bf16 as f; sys.exit(0 if f() else 1)"; then
     RECIPE+=(--bf16 True --use_cpu True)

@@ -102,8 +102,9 @@ def check_images(
     """Check every (already normalized, relative) name under folder; returns name -> result."""
     unique = list(dict.fromkeys(names))
     if workers is None:
-        # Pillow releases the GIL while decoding: on 16 cores, 640x480 JPEGs are checked 2.8x faster
-        # than on one thread (bench/preprocess_rate.py). More threads than cores also hide disk latency.
+        # Pillow releases the GIL while decoding, so threads check images in parallel where there are
+        # cores (bench/preprocess_rate.py; docs/data.md, "Measurements"). More threads than cores also
+        # hide disk latency.
         workers = min(32, 4 * (os.cpu_count() or 1))
     results: dict[str, ImageCheck] = {}
     with _truncation_lock:

@@ -14,9 +14,10 @@ row and column.  Shared weights mean the feature itself must say what and
 where: the projector maps patches one by one, so a feature that does not carry
 its position leaves the language model only the token order to tell left from
 right.  (An earlier probe, a separate read-out per patch, taught the tower
-colour and shape to 1.00 while left/right stayed at 0.61 linearly decodable
-from a patch; the fine-tuned models then confused left and right and
-miscounted.)  The head is thrown away afterwards.
+colour and shape while left/right stayed barely decodable from a patch by a
+shared linear classifier, bench/tower_position_probe.py, figures in
+docs/training.md, "Measurements"; the fine-tuned models then confused left
+and right and miscounted.)  The head is thrown away afterwards.
 
 Each scene goes through JPEG and the same pad-to-square preprocessing as at
 training time, so the tower sees what the task's images will look like.

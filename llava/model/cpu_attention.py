@@ -1,11 +1,10 @@
 """SDPA computed in fp32 on CPUs, for bf16 training there.
 
-PyTorch's CPU flash-attention kernel runs its forward and backward about 1.6x
-slower in bf16 than in fp32 at the embedded default's shapes (16 x 9 heads x
-150 tokens x 64: 63-69 ms against 39-41 ms per layer, the casts included, on
-this project's 2-core EPYC; bench/cpu_attention.py), so a bf16 step on a CPU spends less time in
-attention when query, key and value are cast up for the call and the output
-cast back down.  The linear layers stay in bf16.  Registered with
+PyTorch's CPU flash-attention kernel runs its forward and backward slower in
+bf16 than in fp32 at the embedded default's shapes, even counting the casts
+(bench/cpu_attention.py; the figures are in docs/training.md, "Measurements"),
+so a bf16 step on a CPU spends less time in attention when query, key and
+value are cast up for the call and the output cast back down.  The linear layers stay in bf16.  Registered with
 transformers' AttentionInterface (and its mask interface, as SDPA's) under
 CPU_SDPA_FP32; anything not on a CPU, or already fp32 outside autocast, goes
 to transformers' own SDPA unchanged.  The name is not saved with a model:

@@ -1,11 +1,11 @@
 """Remove the shared-memory segment DeepSpeed's CPU all-reduce leaves behind.
 
-On CPU, DeepSpeed's shm comm op gives every rank a 69 MB segment named
+On CPU, DeepSpeed's shm comm op gives every rank a segment named
 /dev/shm/deepspeed_allreduce_buffer_{uid}_{MASTER_ADDR}_{MASTER_PORT}_{rank}
 and never unlinks it (its maintainers note the leak in deepspeedai/DeepSpeed
-PR #4115), so every CPU run keeps 69 MB of RAM per rank until reboot.  On this
-project's CI machine, a few hundred test launches and training runs had filled
-/dev/shm with 14 GB, and the next stage-2 run was killed for memory.  Each
+PR #4115), so every CPU run keeps that RAM per rank until reboot, and enough
+test launches and training runs fill /dev/shm until a training run is killed
+for memory (the sizes seen: docs/training.md, "Measurements").  Each
 training process unlinks its own segment when it exits; ranks that still have
 it mapped keep their mapping, so this is safe while the others finish.
 A process killed by SIGKILL cannot clean up after itself.

@@ -31,8 +31,8 @@ def _is_peft(model) -> bool:
 
 
 def use_cpu_bf16(args) -> bool:
-    """bf16 autocast for CPU training: matmuls ~1.7x faster on CPUs with bf16 instructions
-    (measured: SmolLM2 LoRA step on a 2-core EPYC, 287 -> 490 tokens/s); fp32 elsewhere."""
+    """bf16 autocast for CPU training where the CPU has bf16 instructions (AVX512-BF16 or AMX),
+    whose bf16 matmuls beat fp32 ones (docs/training.md, "Measurements"); fp32 elsewhere."""
     if args.device.type != "cpu" or args.bf16 or args.fp16:
         return False
     choice = str(args.cpu_bf16).lower()
