@@ -165,18 +165,12 @@ def resolve_columns(table: Table, cfg) -> Columns:
             raise missing(cols.image, "--image-column", hint)
     # Optional columns: a default that is absent just switches the feature off;
     # a column the user named explicitly must exist.
-    if cfg.id_column:
-        if cfg.id_column not in have:
-            raise missing(cfg.id_column, "--id-column")
-        cols.id = cfg.id_column
-    elif "question_id" in have:
-        cols.id = "question_id"
-    if cfg.category_column:
-        if cfg.category_column not in have:
-            raise missing(cfg.category_column, "--category-column")
-        cols.category = cfg.category_column
-    elif "category" in have:
-        cols.category = "category"
+    for attr, named, flag, default in (("id", cfg.id_column, "--id-column", "question_id"),
+                                       ("category", cfg.category_column, "--category-column", "category")):
+        if named and named not in have:
+            raise missing(named, flag)
+        if named or default in have:
+            setattr(cols, attr, named or default)
     if cfg.options_column:
         cols.options = [c.strip() for c in cfg.options_column.split(",") if c.strip()]
         for column in cols.options:
