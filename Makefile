@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 #   make test TORCH_SPEC='torch torchvision'
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install browser demo test lint clean
+.PHONY: install browser demo test test-fast lint clean
 
 $(VENV)/.installed: setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -37,6 +37,10 @@ test: install browser
 lint: install
 	PYTHONPATH=. $(VENV)/bin/lint-imports --no-logo
 	$(VENV)/bin/ruff check .
+
+# Day-to-day: everything but the slow tiers (DeepSpeed launches, Chromium, SmolLM2, model subprocesses).
+test-fast: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow" tests
 
 clean:
 	rm -rf checkpoints playground/data

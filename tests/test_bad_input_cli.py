@@ -66,6 +66,7 @@ def reference(tiny_loaded, image_file):
     return ["ASSISTANT: " + "".join(chat.ask(q)).strip() for q in (Q1, Q2, Q3)]
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input
 def test_a_line_that_is_not_utf8_is_reported_and_the_history_kept(transcript, reference):
     turns = transcript["turns"]

@@ -241,6 +241,7 @@ def test_convert_refuses_with_one_line(run_main, tiny_original, tiny_hf, lora_ru
         assert not out.is_dir()
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input
 @pytest.mark.parametrize("entry", ["llava.serve.openai_api", "llava.serve.web", "llava.eval.model_vqa"])
 def test_servers_and_batch_runs_name_a_damaged_model_in_one_line(tiny_hf, tmp_path, run_process, entry):

@@ -9,12 +9,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_train import launch
 
 from llava.demo.caption_task import CAPTION_PROMPT, house_caption, make_caption_task, references
 from llava.demo.scenes import SceneObject
 from llava.eval.evaluate import evaluate, read_annotations, read_answers
 from llava.eval.model_vqa import main as model_vqa
+
+from testkit.training import launch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,6 +49,7 @@ def test_caption_task_files(caption_task):
     assert splits["val"].isdisjoint(splits["test"]) and splits["val"].isdisjoint({r["image"] for r in train})
 
 
+@pytest.mark.deepspeed
 def test_select_checkpoint_keeps_the_best_by_cider(caption_task, tiny_hf, tmp_path):
     task = {"data": caption_task / "train.json", "images": caption_task / "images"}
     run = tmp_path / "run"

@@ -52,6 +52,7 @@ def reference_answers(model, image_path, questions, model_base=None):
     return ["".join(chat.ask(q)).strip() for q in questions]
 
 
+@pytest.mark.slow
 def test_4bit_chat_streams_keeps_history_and_handles_commands(tiny_hf, image_file, tmp_path):
     child = spawn("--model-path", str(tiny_hf), "--image-file", str(image_file), "--load-4bit",
                   "--temperature", "0", "--max-new-tokens", "8")
@@ -79,6 +80,7 @@ def test_4bit_chat_streams_keeps_history_and_handles_commands(tiny_hf, image_fil
     assert child.exitstatus == 0
 
 
+@pytest.mark.slow
 def test_lora_directory_in_4bit(lora_run, tiny_hf, image_file):
     """The original's CLI failed on LoRA checkpoints in 4-bit (LLaVA#433)."""
     lora_dir = lora_run[0]
@@ -92,6 +94,7 @@ def test_lora_directory_in_4bit(lora_run, tiny_hf, image_file):
     assert child.exitstatus == 0
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_an_answer_then_leaves_at_the_prompt(tiny_hf, image_file):
     # --min-new-tokens: the tiny model must not finish (end-of-sequence) before Ctrl-C reaches it,
     # however slowly this test process runs.
@@ -114,6 +117,7 @@ def test_ctrl_c_stops_an_answer_then_leaves_at_the_prompt(tiny_hf, image_file):
     assert child.exitstatus == 0
 
 
+@pytest.mark.slow
 def test_bad_image_file_is_a_clear_error(tiny_hf, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\nnot an image")

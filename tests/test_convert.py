@@ -15,6 +15,7 @@ from llava.model.errors import ConversionError
 from llava.model.inputs import build_batch, render_prompt
 
 
+@pytest.mark.slow
 def test_convert_command_output_loads_in_plain_transformers(tiny_original, tmp_path, noise_image):
     out = tmp_path / "converted"
     proc = subprocess.run(

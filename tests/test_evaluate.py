@@ -75,6 +75,7 @@ def test_vqa_table_json_and_counts(tmp_path):
     assert list(saved["per_category"]) == ["(none)", "animal", "color", "counting"]
 
 
+@pytest.mark.slow
 def test_same_input_same_output(tmp_path):
     answers = write_jsonl(tmp_path / "answers.jsonl", ANSWERS)
     key = write_jsonl(tmp_path / "key.jsonl", KEY)

@@ -146,6 +146,7 @@ def kill_while_writing(root: Path, steps: str, partial: Path, min_files: int) ->
         p.wait()
 
 
+@pytest.mark.slow
 def test_demo_data_steps_killed_mid_write_are_rebuilt_byte_identical(tmp_path):
     clean = scratch_repo(tmp_path / "clean")
     run_demo(clean, "2,6,7")
@@ -176,6 +177,7 @@ def test_demo_data_steps_killed_mid_write_are_rebuilt_byte_identical(tmp_path):
     assert again.count("(exists)") == 2
 
 
+@pytest.mark.slow
 def test_the_tiny_model_builder_killed_mid_write_rebuilds_the_same_bytes(tmp_path):
     def build(out: Path, kill_when_partial: bool = False):
         cmd = [sys.executable, "-m", "llava.demo.models", "--preset", "tiny", "--output-dir", str(out)]

@@ -60,6 +60,7 @@ def test_exact_and_contained_answers_are_not_flagged():
     assert not m.match("dogs and cars").exact
 
 
+@pytest.mark.slow
 def test_hallucinated_categories_map_by_meaning(embedder):
     m = CategoryMatcher(CATS, embedder)
     for answer, expected in [("sneakers", "shoes"), ("a red sports car", "cars"), ("toaster", "kitchen appliances"),
@@ -114,6 +115,7 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_labeling_skips_corrupt_images_resumes_and_shards(photo_dir, tiny_hf, tmp_path):
     out = tmp_path / "labels.csv"
     proc = label(photo_dir, tiny_hf, out)
@@ -179,6 +181,7 @@ def test_labeling_sample_task_and_its_scores(tmp_path, tiny_loaded):
     assert (s["images"], s["labelled"], s["flagged"]) == (5, 4, 2) and s["category_accuracy"] == pytest.approx(3 / 5)
 
 
+@pytest.mark.slow
 def test_retrieval_precision_at_k(tmp_path, embedder):
     items = [("s1.jpg", "shoes", "White running sneakers."), ("s2.jpg", "shoes", "Leather hiking boots."),
              ("s3.jpg", "shoes", "Red high-heeled shoes."), ("c1.jpg", "cars", "A red sports car."),

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoProcessor, LlavaForConditionalGeneration
 
@@ -24,6 +25,7 @@ def merge(lora: Path, base: Path, out: Path) -> subprocess.CompletedProcess:
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_merged_directory_loads_in_plain_transformers(lora_run, tiny_hf, tmp_path, noise_image):
     lora_dir, _, _ = lora_run
     # Folder names say nothing of what they hold (the original decides by the name).
@@ -49,6 +51,7 @@ def test_merged_directory_loads_in_plain_transformers(lora_run, tiny_hf, tmp_pat
     assert processor.tokenizer.chat_template, "the chat template travels with the merged model"
 
 
+@pytest.mark.slow
 def test_a_base_that_does_not_fit_is_refused_naming_the_tensor(lora_run, tiny_root, tmp_path):
     wider = {"vision": PRESETS["tiny"]["vision"], "llm": dict(PRESETS["tiny"]["llm"], hidden_size=64)}
     other = build(tmp_path / "wide", preset=wider, parts_dir=tmp_path / "wide-parts")

@@ -60,6 +60,7 @@ def read(path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 def test_batched_greedy_answers_equal_one_at_a_time(tmp_path, tiny_hf):
     questions = write_questions(tmp_path, 20)
     one = model_vqa(args(tiny_hf, questions, tmp_path / "one.jsonl", "--batch-size", "1", "--num-workers", "0"))
@@ -77,6 +78,7 @@ def test_batched_greedy_answers_equal_one_at_a_time(tmp_path, tiny_hf):
     assert row["answer_id"] == b["q1"]["answer_id"]  # stable across runs
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_without_losing_or_repeating_an_answer(tmp_path, tiny_hf):
     questions = write_questions(tmp_path, 120)
     reference = tmp_path / "reference.jsonl"
@@ -112,6 +114,7 @@ def test_a_killed_run_resumes_without_losing_or_repeating_an_answer(tmp_path, ti
     assert other.returncode != 0 and "would mix two models' answers" in other.stderr
 
 
+@pytest.mark.slow
 def test_bad_lines_and_missing_images_become_error_records(tmp_path, tiny_hf):
     questions = write_questions(tmp_path, 6)
     rows = questions.read_text().splitlines()
@@ -141,6 +144,7 @@ def test_bad_lines_and_missing_images_become_error_records(tmp_path, tiny_hf):
     assert {e["line"] for e in read(tmp_path / "answers.errors.jsonl")} == {3, 4, 9, 10}
 
 
+@pytest.mark.slow
 def test_chunks_cover_every_question_once(tmp_path, tiny_hf):
     questions = write_questions(tmp_path, 11)
     seen = []
@@ -151,6 +155,7 @@ def test_chunks_cover_every_question_once(tmp_path, tiny_hf):
     assert sorted(seen) == sorted(f"q{i}" for i in range(11))
 
 
+@pytest.mark.slow
 def test_inference_sh_passes_flags_through(tmp_path, tiny_hf):
     """inference.sh's defaults point at the demo's model; flags given to it win."""
     questions = write_questions(tmp_path, 4)
@@ -163,6 +168,7 @@ def test_inference_sh_passes_flags_through(tmp_path, tiny_hf):
     assert "(batch 3)" in out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag", ["--load-4bit", "--load-8bit"])
 def test_quantized_batch_inference(tmp_path, tiny_hf, flag):
     questions = write_questions(tmp_path, 5)
@@ -182,6 +188,7 @@ def test_beam_search_with_a_minimum_length(tmp_path, tiny_hf):
         model_vqa(args(tiny_hf, questions, tmp_path / "x.jsonl", "--min-new-tokens", "9"))  # > --max-new-tokens 6
 
 
+@pytest.mark.slow
 def test_the_shared_prefix_cache_changes_no_answer(tmp_path, tiny_hf):
     """The system prompt's cache reused across batches: the same greedy answers as recomputing it."""
     questions = write_questions(tmp_path, 20)
@@ -199,6 +206,7 @@ def test_the_shared_prefix_cache_changes_no_answer(tmp_path, tiny_hf):
         rows[0][len(shared)] == loaded.image_token_id
 
 
+@pytest.mark.slow
 def test_questions_about_one_image_share_its_tokens(tmp_path, tiny_hf):
     """Three to five questions per image: the image and its tokens run once per batch, not once per
     question, and every greedy answer is what recomputing them gives.  A missing image's questions
@@ -240,6 +248,7 @@ def test_image_grouped_batches_keep_an_image_together():
     assert image_part([[1, 9, 9], [1, 9, 9, 4]], 9) is None  # a row must keep a token after the part
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flag, dtype", [([], torch.float32), (["--cpu-bf16"], torch.bfloat16)])
 def test_cpu_bf16_runs_the_matmuls_in_bf16(tmp_path, tiny_hf, flag, dtype):
     questions = write_questions(tmp_path, 6)

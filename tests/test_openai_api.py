@@ -10,17 +10,12 @@ on 127.0.0.1 and 127.0.0.2 (Linux loopback answers on all of 127/8).
 from __future__ import annotations
 
 import base64
-import io
 import json
-import os
 import socket
 import struct
-import subprocess
-import sys
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -28,77 +23,18 @@ import openai
 import pytest
 from PIL import Image
 from skimage import data
-from test_media_fetch import ImageHost, endless, hang, redirect, redirect_loop, serve
 
 from llava.serve.chat import ChatSession
 from llava.serve.images import decode_image_bytes
 
+from testkit.api_server import KEY, MODEL, launch, png_bytes, stop, wait_ready
+from testkit.image_host import ImageHost, endless, hang, redirect, redirect_loop, serve
+
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = "tiny-llava"  # the directory name of the tiny_hf fixture: the default served model id
-KEY = "test-key-1234"
 MAX_TOKENS = 8
 Q1, Q2 = "What is in the picture?", "And what colour is it?"
 CAP_BYTES = 1_000_000
-pytestmark = pytest.mark.timeout(300)
-
-
-@dataclass
-class Server:
-    proc: subprocess.Popen
-    port: int
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def client(self, key: str | None = KEY, timeout: float = 60) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or "unused", max_retries=0, timeout=timeout)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(model: Path, log: Path, *flags: str) -> Server:
-    port = free_port()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
-    env.pop("LLAVA_API_KEY", None)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "llava.serve.openai_api", "--model-path", str(model),
-                                 "--port", str(port), *flags], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    return Server(proc, port, log)
-
-
-def wait_ready(server: Server, timeout: float = 240) -> None:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if server.proc.poll() is not None:
-            raise RuntimeError(f"server exited with {server.proc.returncode}:\n{server.log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{server.url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise RuntimeError(f"server not ready after {timeout} s:\n{server.log.read_text()[-3000:]}")
-
-
-def stop(server: Server) -> None:
-    server.proc.terminate()
-    try:
-        server.proc.wait(15)
-    except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait()
-
-
-def png_bytes(image) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, "PNG")
-    return buf.getvalue()
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # a real server process
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -221,6 +157,7 @@ def reference(tiny_loaded, photo_png):
 # --- answers -----------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_answer_and_usage_equal_chat_session(main_server, reference, photo_png):
     answers, usages = reference
     client = main_server.client()
@@ -476,6 +413,7 @@ def test_a_request_past_the_time_limit_gets_408(default_server):
     assert time.monotonic() - start < 6
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input
 def test_a_generation_past_the_time_limit_is_stopped(default_server):
     """950 greedy tokens take the tiny model several seconds; the 1.5 s limit ends the request, streaming

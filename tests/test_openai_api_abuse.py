@@ -17,16 +17,17 @@ from contextlib import ExitStack
 import httpx
 import pytest
 from PIL import Image
-from test_openai_api import MODEL, launch, png_bytes, stop, wait_ready
 from transformers import AutoTokenizer
 
 from llava.mm_utils import tokenize_prompt
 from llava.model.inputs import prompt_ids, render_prompt
 from llava.serve.prompt_bound import TokenBound
 
+from testkit.api_server import MODEL, launch, png_bytes, stop, wait_ready
+
 QUEUE, CONNECTIONS, HEADER_S, BODY_S = 2, 12, 2.0, 2.0
 LONG = [{"role": "user", "content": "Tell me a very long story."}]
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.slow]  # a real server process
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +119,7 @@ def assert_openai_error(response: httpx.Response, status: int) -> dict:
 # --- a client that hangs up ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.bad_input
 @pytest.mark.parametrize("stream", [False, True], ids=["non-streaming", "streaming"])
 def test_a_client_that_hangs_up_stops_its_generation(server, stream):

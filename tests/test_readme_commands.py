@@ -77,6 +77,7 @@ def test_the_readme_table_lists_the_users_commands():
         assert any(c.startswith(expected) for c in commands), expected
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", readme_commands())
 def test_readme_command_runs_as_printed_in_a_new_shell(command):
     run, activate = help_form(command)
@@ -94,6 +95,7 @@ def shell_entry_points() -> list[str]:
                                      if not p.name.startswith("_"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", shell_entry_points())
 def test_every_shell_script_has_help_and_finds_the_venv(script):
     p = in_new_shell(f"bash {script} --help", activate=False)
@@ -103,6 +105,7 @@ def test_every_shell_script_has_help_and_finds_the_venv(script):
     assert f"Python: {VENV}/bin/python" in p.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", TRAINING_SCRIPTS)
 def test_training_scripts_launch_deepspeed_of_the_venv(script):
     p = in_new_shell(f"bash scripts/{script} --dry-run --output_dir /tmp/x", activate=False)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -15,6 +17,7 @@ def collected(*flags: str) -> set[str]:
     return {line.strip() for line in p.stdout.splitlines() if "::" in line}
 
 
+@pytest.mark.slow
 def test_every_bad_input_case_is_listed_with_a_test_that_exists():
     doc = (ROOT / "docs" / "reliability.md").read_text()
     refs = set(re.findall(r"`(tests/[^`\s]+::[^`]+)`", doc))

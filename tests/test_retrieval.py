@@ -75,6 +75,7 @@ def test_labels_without_the_columns_are_refused(tmp_path, embedder):
         build(tmp_path / "l.csv", tmp_path / "db", embedder)
 
 
+@pytest.mark.slow
 def test_query_with_an_image_describes_it_first(db, tiny_hf, tiny_loaded, tmp_path):
     path = tmp_path / "query.png"
     Image.fromarray(data.coffee()).resize((96, 64)).save(path)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import ast
 import configparser
 import os
 import subprocess
@@ -41,3 +42,15 @@ def test_every_top_level_part_of_llava_is_in_a_layer():
     parts = {f"llava.{p.stem}" for p in (ROOT / "llava").glob("*.py") if p.name != "__init__.py"}
     parts |= {f"llava.{p.parent.name}" for p in (ROOT / "llava").glob("*/__init__.py")}
     assert parts == listed, f"in no layer: {sorted(parts - listed)}; listed but gone: {sorted(listed - parts)}"
+
+
+def test_no_test_module_imports_another():
+    """What two test modules share lives in conftest.py (fixtures) or tests/testkit/ (helpers)."""
+    found = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names
+                      if n.split(".")[0].startswith(("test_", "conftest"))]
+    assert not found, "\n".join(found)

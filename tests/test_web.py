@@ -10,7 +10,6 @@ import csv
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,8 @@ from llava.serve.chat import ChatSession
 from llava.serve.images import open_image
 from llava.serve.search import Index, describe
 from llava.tasks.retrieval import build
+
+from testkit import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = Path(os.environ.get("LLAVA_TEST_ARTIFACTS", ROOT / "out" / "test-artifacts"))
@@ -45,12 +46,6 @@ def chromium_path() -> str:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 CATALOGUE = {"shoe1.jpg": ("A pair of white running sneakers.", "shoes"),
@@ -180,6 +175,7 @@ def watch_answers(page) -> None:
     }""")
 
 
+@pytest.mark.browser
 def test_upload_ask_stream_and_history(page, photo_file, tiny_loaded):
     expected = reference_answers(tiny_loaded, photo_file, QUESTIONS)
     upload(page, photo_file)
@@ -203,6 +199,7 @@ def test_upload_ask_stream_and_history(page, photo_file, tiny_loaded):
     assert words(ask(page, QUESTIONS[1])) == words(reference_answers(tiny_loaded, photo_file, QUESTIONS[1:])[0])
 
 
+@pytest.mark.browser
 def test_refused_uploads_say_why_and_chat_goes_on(page, tmp_path, tiny_loaded):
     bomb = tmp_path / "bomb.png"
     Image.new("RGB", (1000, 1000), "white").save(bomb)  # 4 kB of PNG, a million pixels
@@ -220,6 +217,7 @@ def test_refused_uploads_say_why_and_chat_goes_on(page, tmp_path, tiny_loaded):
     assert words(ask(page, "Hello?")) == words(expected)
 
 
+@pytest.mark.browser
 @pytest.mark.bad_input
 def test_an_image_placeholder_typed_in_is_refused_without_a_traceback(page):
     page.fill("#question textarea", "What is <image> here?")
@@ -231,6 +229,7 @@ def test_an_image_placeholder_typed_in_is_refused_without_a_traceback(page):
     assert ask(page, expected_next).strip()
 
 
+@pytest.mark.browser
 def test_stop_ends_a_long_answer_and_keeps_it_out_of_the_history(page):
     page.locator("input[aria-label='number input for Max new tokens']").fill("1024")
     page.locator("input[aria-label='number input for Max new tokens']").press("Enter")
@@ -243,12 +242,15 @@ def test_stop_ends_a_long_answer_and_keeps_it_out_of_the_history(page):
     assert page.locator("[data-testid=bot]").last.inner_text().rstrip().endswith("[stopped]")
 
 
+@pytest.mark.browser
 def test_search_tab_describes_the_image_and_lists_the_nearest_items(page, photo_file, tiny_loaded, retrieval_db):
     expected_text = describe(tiny_loaded, open_image(str(photo_file)))
     expected = Index(retrieval_db, load_text_embedder()).search(expected_text, 5)["results"]
     page.get_by_role("tab", name="Search").click()
     page.locator("#search-upload input[type=file]").set_input_files(str(photo_file))
-    page.locator("#search-upload").get_by_text("astronaut.png").wait_for()
+    # 90 s, not the default 30: under load the upload has been seen to take over 30 s to show here
+    # (the previous test's stopped long answer may still hold the server's one worker).
+    page.locator("#search-upload").get_by_text("astronaut.png").wait_for(timeout=90_000)
     page.click("#search")
     page.wait_for_function("() => document.querySelector('#search-status').innerText.includes('describes')",
                            timeout=60_000)
