@@ -53,6 +53,12 @@ def reference_answers(model, image_path, questions, model_base=None):
 
 
 @pytest.mark.slow
+def assert_exits_cleanly(child) -> None:
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+
+
 def test_4bit_chat_streams_keeps_history_and_handles_commands(tiny_hf, image_file, tmp_path):
     child = spawn("--model-path", str(tiny_hf), "--image-file", str(image_file), "--load-4bit",
                   "--temperature", "0", "--max-new-tokens", "8")
@@ -75,9 +81,7 @@ def test_4bit_chat_streams_keeps_history_and_handles_commands(tiny_hf, image_fil
     child.expect_exact(PROMPT)
     child.sendeof()
     child.expect_exact("bye")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert_exits_cleanly(child)
 
 
 @pytest.mark.slow
@@ -89,9 +93,7 @@ def test_lora_directory_in_4bit(lora_run, tiny_hf, image_file):
     answer = ask(child, "What is in the picture?")
     assert answer == reference_answers(lora_dir, image_file, ["What is in the picture?"], model_base=str(tiny_hf))[0]
     child.sendline("\\exit")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert_exits_cleanly(child)
 
 
 @pytest.mark.slow
@@ -112,9 +114,7 @@ def test_ctrl_c_stops_an_answer_then_leaves_at_the_prompt(tiny_hf, image_file):
     child.expect_exact(PROMPT)
     child.sendintr()
     child.expect_exact("bye")
-    child.expect(pexpect.EOF)
-    child.close()
-    assert child.exitstatus == 0
+    assert_exits_cleanly(child)
 
 
 @pytest.mark.slow

@@ -53,6 +53,14 @@ def check_labels_equal_ids(ex):
         assert ex.labels[i] == ex.input_ids[i], i
 
 
+
+def supervised_runs(template_name: str, tok, img):
+    """The VQA record built with one template: (template, example, the runs of supervised positions)."""
+    template = get_template(template_name)
+    ex = build_example(VQA, template, tok, *img)
+    check_labels_equal_ids(ex)
+    return template, ex, runs(supervised_positions(ex))
+
 def n_tokens(text, tok, image_token_id, n_img) -> list[int]:
     return tokenize_prompt(text, tok, image_token_id, n_img).input_ids
 
@@ -112,10 +120,7 @@ def llama3_tok(tiny_hf):
 # ---- vicuna_v1 -----------------------------------------------------------------------------------
 def test_vicuna_two_answers_exact_positions(tok, img):
     image_id, n_img = img
-    template = get_template("vicuna_v1")
-    ex = build_example(VQA, template, tok, image_id, n_img)
-    check_labels_equal_ids(ex)
-    got = runs(supervised_positions(ex))
+    template, ex, got = supervised_runs("vicuna_v1", tok, img)
     # What is supervised is exactly each answer, its leading space and </s>.
     assert [piece_text(tok, [ex.input_ids[i] for i in r]) for r in got] == [" Red</s>", " 3</s>"]
     conv = parse_record(VQA, "x")
@@ -219,10 +224,7 @@ def test_bos_never_supervised_even_when_answer_starts_the_text(tok, img):
 def test_llama3_exact_positions(llama3_tok, img):
     image_id, n_img = img
     t = llama3_tok
-    template = get_template("llava_llama_3")
-    ex = build_example(VQA, template, t, image_id, n_img)
-    check_labels_equal_ids(ex)
-    got = runs(supervised_positions(ex))
+    template, ex, got = supervised_runs("llava_llama_3", t, img)
     # The generation prompt ends with the header and "\n\n": only the answer and <|eot_id|> are learnt.
     assert [piece_text(t, [ex.input_ids[i] for i in r]) for r in got] == ["Red<|eot_id|>", "3<|eot_id|>"]
     conv = parse_record(VQA, "x")
