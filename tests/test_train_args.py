@@ -44,6 +44,8 @@ def test_every_original_flag_is_read_with_its_value(tmp_path):
 @pytest.mark.parametrize("flag, value, says", [
     ("--mpt_attn_impl", "triton", "MPT language models, which are not supported"),
     ("--lora_weight_path", "adapter.bin", "merge it (scripts/merge_lora_weights.py)"),
+    ("--lazy_preprocess", "False", "always tokenized as their batches are drawn"),
+    ("--is_multimodal", "False", "always takes the image records' images"),
 ])
 def test_original_flags_we_cannot_honour_are_refused_saying_what_to_do(tmp_path, flag, value, says):
     with pytest.raises(SystemExit) as exc:

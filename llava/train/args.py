@@ -45,8 +45,8 @@ class DataArguments:
                            metadata={"help": "LLaVA conversation JSON (a list of records) or JSONL"})
     image_folder: str | None = field(default="playground/data/sample_task/images")
     image_aspect_ratio: str = field(default="pad", metadata={"help": "pad or square"})
-    lazy_preprocess: bool = field(default=True, metadata={"help": "accepted for compatibility; always lazy"})
-    is_multimodal: bool = field(default=True, metadata={"help": "accepted for compatibility"})
+    lazy_preprocess: bool = field(default=True, metadata={"help": "the original's: True only (always lazy)"})
+    is_multimodal: bool = field(default=True, metadata={"help": "the original's: True only"})
     eval_data_path: str | None = field(default=None, metadata={"help": "optional conversation JSON for eval loss"})
 
 
@@ -148,6 +148,12 @@ def check_args(model_args: ModelArguments, data_args: DataArguments, training_ar
     if training_args.lora_weight_path:
         problems.append("--lora_weight_path is not supported (the original never read it either): to go on from "
                         "an adapter, merge it (scripts/merge_lora_weights.py) and fine-tune the merged model")
+    if not data_args.lazy_preprocess:
+        problems.append("--lazy_preprocess False is not supported: records are always tokenized as their batches "
+                        "are drawn (the original's lazy mode); drop the flag")
+    if not data_args.is_multimodal:
+        problems.append("--is_multimodal False is not supported: training always takes the image records' images "
+                        "(records without an image train as text); drop the flag")
     if model_args.tune_mm_mlp_adapter and training_args.lora_enable:
         problems.append("--tune_mm_mlp_adapter (projector only) and --lora_enable cannot be combined")
     if problems:
