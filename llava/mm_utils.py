@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 
 # Image loading lives in llava.image_decode (one set of caps for every entry); much of the code
@@ -82,6 +84,22 @@ def tokenize_prompt(
     return TokenizedPrompt(ids, offsets)
 
 
-def tokenizer_image_token(prompt: str, tokenizer, image_token_index: int = IMAGE_TOKEN_INDEX) -> list[int]:
-    """Drop-in for the original LLaVA function of the same name."""
-    return tokenize_prompt(prompt, tokenizer, image_token_index, 1).input_ids
+def tokenizer_image_token(prompt: str, tokenizer, image_token_index: int = IMAGE_TOKEN_INDEX,
+                          return_tensors: str | None = None):
+    """Drop-in for the original LLaVA function of the same name: a list of ids, or with
+    return_tensors="pt" a 1-D LongTensor (add `.unsqueeze(0)` for a batch of one, as the original's callers do)."""
+    ids = tokenize_prompt(prompt, tokenizer, image_token_index, 1).input_ids
+    if return_tensors is None:
+        return ids
+    if return_tensors == "pt":
+        return torch.tensor(ids, dtype=torch.long)
+    raise ValueError(f"return_tensors={return_tensors!r}: only None or 'pt'")
+
+
+def get_model_name_from_path(model_path: str) -> str:
+    """The original's model name for a checkpoint path: its last folder, or for a Trainer checkpoint
+    (".../run/checkpoint-500") the run's folder and the checkpoint's, joined by "_"."""
+    parts = model_path.strip("/").split("/")
+    if len(parts) > 1 and parts[-1].startswith("checkpoint-"):
+        return f"{parts[-2]}_{parts[-1]}"
+    return parts[-1]

@@ -66,8 +66,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--image-folder", default="", help="image paths in the questions are relative to this")
     ap.add_argument("--answers-file", required=True)
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
-    ap.add_argument("--top-p", type=float, default=None)
-    ap.add_argument("--num-beams", type=int, default=1)
+    # The underscore spellings are the original model_vqa(_loader)'s.
+    ap.add_argument("--top-p", "--top_p", type=float, default=None)
+    ap.add_argument("--num-beams", "--num_beams", type=int, default=1)
     ap.add_argument("--min-new-tokens", type=int, default=0, help="no end of answer before this many tokens")
     ap.add_argument("--length-penalty", type=float, default=1.0,
                     help="beam search: > 1 favours longer answers, < 1 shorter")

@@ -34,7 +34,7 @@ from llava.model.args import default_model_path, load_model_or_exit
 def add_batch_args(ap: argparse.ArgumentParser, output_flag: str, max_new_tokens: int) -> None:
     """The flags of a batch run besides the model's (llava.model.args) and its own inputs and output."""
     ap.add_argument("--model-id", default=None, help=f"model_id in {output_flag} (default: the model directory's name)")
-    ap.add_argument("--max-new-tokens", type=int, default=max_new_tokens)
+    ap.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=max_new_tokens)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--num-workers", type=int, default=2, help="DataLoader workers decoding images")
     ap.add_argument("--no-resume", dest="resume", action="store_false", help=f"overwrite {output_flag}")
