@@ -14,6 +14,7 @@ processor, so plain `transformers` users get the same prompt through
 from __future__ import annotations
 
 import dataclasses
+import enum
 from typing import Sequence
 
 from llava.constants import DEFAULT_IMAGE_TOKEN
@@ -203,3 +204,67 @@ def first_turn_with_image(question: str) -> str:
     """LLaVA puts the image first: '<image>\\n' + question, wherever the user wrote it."""
     question = question.replace(DEFAULT_IMAGE_TOKEN, "").strip()
     return f"{DEFAULT_IMAGE_TOKEN}\n{question}"
+
+
+# --- The original's conversation objects ----------------------------------------------------------
+# Code written for the original LLaVA builds prompts with `conv_templates[name].copy()`,
+# `append_message` and `get_prompt`, and picks its stop string from `sep_style`, `sep` and `sep2`.
+# These objects keep those call sites working and render through the templates above, so the prompt
+# is the one training used.
+
+
+class SeparatorStyle(enum.Enum):
+    TWO = "two"
+    PLAIN = "plain"
+    LLAMA_3 = "llama3"
+
+
+class Conversation:
+    """The original's `Conversation`: system, roles, messages ([role, text] pairs, the last text None
+    for "the assistant answers next"), sep, sep2, sep_style; copy(), append_message(), get_prompt()."""
+
+    def __init__(self, template: Template, messages: Sequence[Sequence] = (), system: str | None = None):
+        self.template = template
+        self.version = template.name
+        self.system = template.system if system is None else system
+        self.roles = template.roles
+        self.sep_style = SeparatorStyle(template.style)
+        self.sep = template.sep
+        self.sep2 = {"two": template.eos or "</s>", "plain": template.sep, "llama3": "<|eot_id|>"}[template.style]
+        self.messages = [list(m) for m in messages]
+
+    def append_message(self, role: str, message) -> None:
+        self.messages.append([role, message])
+
+    def copy(self) -> Conversation:
+        return Conversation(self.template, self.messages, self.system)
+
+    def get_prompt(self) -> str:
+        turns, answer_next = [], False
+        for i, (role, message) in enumerate(self.messages):
+            if message is None:
+                if i != len(self.messages) - 1:
+                    raise ValueError(f"message {i} is None: only the last message may be (the answer to come)")
+                answer_next = True
+                continue
+            if isinstance(message, tuple):  # the original's (text, image, image_process_mode)
+                message = message[0]
+            turns.append((USER if role == self.roles[0] else ASSISTANT, message))
+        text, _ = self.template.render(turns, eos_token=self.sep2, add_generation_prompt=answer_next,
+                                       system=self.system)
+        return text
+
+    def __repr__(self) -> str:
+        return f"Conversation({self.version!r}, {len(self.messages)} messages)"
+
+
+conv_vicuna_v1 = Conversation(TEMPLATES["vicuna_v1"])
+conv_llava_v1 = Conversation(TEMPLATES["llava_v1"])
+conv_llava_plain = Conversation(TEMPLATES["plain"])
+conv_llava_llama_3 = Conversation(TEMPLATES["llava_llama_3"])
+default_conversation = conv_vicuna_v1
+conv_templates: dict[str, Conversation] = {
+    **{name: Conversation(template) for name, template in TEMPLATES.items()},
+    **{alias: Conversation(TEMPLATES[name]) for alias, name in ALIASES.items()},
+    "default": conv_vicuna_v1,
+}

@@ -1,5 +1,6 @@
 """The original LLaVA's names, as its scripts call them: `python -m llava.eval.model_vqa_loader` with its
-flags, `get_model_name_from_path`, `tokenizer_image_token(..., return_tensors="pt")` (issue 21)."""
+flags, `get_model_name_from_path`, `tokenizer_image_token(..., return_tensors="pt")`, `conv_templates`
+(issue 21)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer
 
+from llava.conversation import VICUNA_SYSTEM, SeparatorStyle, conv_templates, default_conversation, get_template
 from llava.eval.model_vqa import main as model_vqa
 from llava.mm_utils import get_model_name_from_path, tokenizer_image_token
 
@@ -78,3 +80,26 @@ def test_tokenizer_image_token_returns_a_tensor_when_asked(tiny_hf):
     assert tensor.unsqueeze(0).shape == (1, len(ids))
     with pytest.raises(ValueError, match="only None or 'pt'"):
         tokenizer_image_token(prompt, tok, return_tensors="np")
+
+
+def test_conv_templates_build_the_prompt_the_original_builds():
+    conv = conv_templates["vicuna_v1"].copy()
+    conv.append_message(conv.roles[0], "<image>\nWhat colour is the square?")
+    conv.append_message(conv.roles[1], "Red")
+    conv.append_message(conv.roles[0], "And the circle?")
+    conv.append_message(conv.roles[1], None)
+    # The original's SeparatorStyle.TWO: system, sep " ", "USER: ...", sep2 "</s>" after each answer.
+    assert conv.get_prompt() == (VICUNA_SYSTEM + " USER: <image>\nWhat colour is the square? ASSISTANT: Red</s>"
+                                 "USER: And the circle? ASSISTANT:")
+    assert conv.sep_style == SeparatorStyle.TWO and (conv.sep, conv.sep2) == (" ", "</s>")
+    assert conv_templates["vicuna_v1"].messages == []  # copy() left the template alone
+    one = conv_templates["llava_v1"].copy()
+    one.append_message(one.roles[0], ("<image>\nWhat is it?", "an image object", "Pad"))  # the web demo's tuple
+    one.append_message(one.roles[1], None)
+    assert one.get_prompt() == get_template("llava_v1").prompt("<image>\nWhat is it?")
+    assert default_conversation.version == "vicuna_v1" and conv_templates["v1"].version == "vicuna_v1"
+    bad = conv_templates["vicuna_v1"].copy()
+    bad.append_message(bad.roles[0], None)
+    bad.append_message(bad.roles[1], "Red")
+    with pytest.raises(ValueError, match="only the last message may be"):
+        bad.get_prompt()
