@@ -6,6 +6,9 @@ IGNORE_INDEX = -100
 # The placeholder users write in prompts and training data; LLaVA's spelling.
 DEFAULT_IMAGE_TOKEN = "<image>"
 
+# Where the original's run_llava puts the image when a query names the spot (else the image goes first).
+IMAGE_PLACEHOLDER = "<image-placeholder>"
+
 # The original LLaVA code inserts this id in place of <image>; kept so that
 # token ids can be compared with the original's tokenizer_image_token.
 IMAGE_TOKEN_INDEX = -200

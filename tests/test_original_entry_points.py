@@ -18,7 +18,11 @@ from transformers import AutoTokenizer
 
 from llava.conversation import VICUNA_SYSTEM, SeparatorStyle, conv_templates, default_conversation, get_template
 from llava.eval.model_vqa import main as model_vqa
+from llava.eval.run_llava import eval_model
+from llava.eval.run_llava import main as run_llava_main
+from llava.image_decode import load_image
 from llava.mm_utils import get_model_name_from_path, tokenizer_image_token
+from llava.model.inputs import build_batch, generate, generate_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,3 +107,42 @@ def test_conv_templates_build_the_prompt_the_original_builds():
     bad.append_message(bad.roles[1], "Red")
     with pytest.raises(ValueError, match="only the last message may be"):
         bad.get_prompt()
+
+
+@pytest.fixture(scope="module")
+def photo_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("run_llava") / "photo.png"
+    Image.fromarray(np.random.RandomState(2).randint(0, 255, (40, 56, 3)).astype("uint8")).save(path)
+    return path
+
+
+def test_eval_model_as_the_original_readme_calls_it(tiny_hf, tiny_loaded, photo_path, capsys):
+    model_path = str(tiny_hf)
+    # The original README's snippet, word for word but for the paths.
+    args = type("Args", (), {
+        "model_path": model_path, "model_base": None, "model_name": get_model_name_from_path(model_path),
+        "query": "What is shown?", "conv_mode": None, "image_file": str(photo_path), "sep": ",",
+        "temperature": 0, "top_p": None, "num_beams": 1, "max_new_tokens": 8})()
+    answer = eval_model(args)
+    assert answer == generate(tiny_loaded, ["What is shown?"], [load_image(photo_path)], max_new_tokens=8)[0]
+    assert capsys.readouterr().out == answer + "\n"
+    # <image-placeholder> puts the image where it stands (else it goes first).
+    args.query = "Look: <image-placeholder> What is shown?"
+    placed = eval_model(args)
+    prompt = get_template("vicuna_v1").prompt("Look: <image> What is shown?", eos_token=tiny_loaded.tokenizer.eos_token)
+    texts, _ = generate_batch(tiny_loaded, build_batch(tiny_loaded, [prompt], [load_image(photo_path)]),
+                              max_new_tokens=8)
+    assert placed == texts[0]
+
+
+@pytest.mark.bad_input
+@pytest.mark.parametrize("image_files, code, says", [
+    (["missing.png"], 1, "no such file"),
+    (["a.png", "b.png"], 2, "names 2 images"),
+])
+def test_run_llava_refuses_a_missing_or_second_image_in_one_line(tiny_hf, tmp_path, run_main, image_files, code,
+                                                                  says):
+    image_file = ",".join(str(tmp_path / name) for name in image_files)
+    result = run_main(run_llava_main, ["--model-path", tiny_hf, "--image-file", image_file, "--query", "What?"],
+                      expect_code=code)
+    assert says in result.err
