@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
 from llava.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
 
 # Image loading lives in llava.image_decode (one set of caps for every entry); much of the code
@@ -92,6 +90,9 @@ def tokenizer_image_token(prompt: str, tokenizer, image_token_index: int = IMAGE
     if return_tensors is None:
         return ids
     if return_tensors == "pt":
+        # Here, not at the top: preprocessing imports this module and has no other use for torch (seconds).
+        import torch  # noqa: PLC0415
+
         return torch.tensor(ids, dtype=torch.long)
     raise ValueError(f"return_tensors={return_tensors!r}: only None or 'pt'")
 
