@@ -27,7 +27,7 @@ from llava.model.inputs import build_batch, generate, generate_batch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def answers(path: Path) -> dict[str, dict]:
+def answers(path: Path) -> dict:
     return {r["question_id"]: r for r in map(json.loads, path.read_text().splitlines())}
 
 
@@ -57,11 +57,16 @@ def test_model_vqa_loader_with_the_original_flags_answers_as_model_vqa(tmp_path,
                str(tmp_path / "images"), "--answers-file", str(ours), "--max-new-tokens", "6", "--no-progress",
                "--num-workers", "0"])
     a, b = answers(original), answers(ours)
-    # Ours writes every question_id as a string (the original kept an integer an integer: left for issue 21).
-    assert sorted(a) == sorted(b) == ["0", "1", "2", "3"]
+    # An integer id stays an integer, as the original writes it (VQAv2's submission converters need ints).
+    assert sorted(a) == sorted(b) == [0, 1, 2, 3]
     assert {q: r["text"] for q, r in a.items()} == {q: r["text"] for q, r in b.items()}
     assert all(set(r) == {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"} for r in a.values())
-    assert a["1"]["prompt"] == "Describe the colours." and a["1"]["model_id"] == Path(tiny_hf).name
+    # Resuming over integer ids answers nothing twice.
+    again = model_vqa(["--model-path", str(tiny_hf), "--question-file", str(questions), "--image-folder",
+                       str(tmp_path / "images"), "--answers-file", str(original), "--max-new-tokens", "6",
+                       "--no-progress", "--num-workers", "0"])
+    assert again["answered"] == 0 and len(original.read_text().splitlines()) == 4
+    assert a[1]["prompt"] == "Describe the colours." and a[1]["model_id"] == Path(tiny_hf).name
 
 
 @pytest.mark.parametrize("path, name", [

@@ -222,7 +222,7 @@ def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id:
                                                length_penalty=getattr(args, "length_penalty", 1.0))
                 for i, text in zip(batch["indices"], texts):
                     q = todo[i]
-                    records.append({"question_id": q.question_id, "prompt": q.text, "text": text,
+                    records.append({"question_id": q.id_to_write, "prompt": q.text, "text": text,
                                     "answer_id": answer_id(model_id, q.question_id, text), "model_id": model_id,
                                     "metadata": {"category": q.category} if q.category is not None else {}})
                 writer.write(records)

@@ -31,6 +31,13 @@ class Question:
     # Earlier turns [(user, assistant), ...] the question follows, the image in the first (callers that
     # chain questions, e.g. labeling's category after its description; a question file has none).
     history: tuple = ()
+    # The id as the question file wrote it (an integer stays an integer in the answers file, as the
+    # original's; 17.0 is 17); None: question_id.
+    id_as_given: str | int | None = None
+
+    @property
+    def id_to_write(self) -> str | int:
+        return self.question_id if self.id_as_given is None else self.id_as_given
 
 
 @dataclass
@@ -101,7 +108,9 @@ def read_questions(path: str | Path) -> tuple[list[Question], list[BadLine]]:
             bad.append(BadLine(lineno, qid, f"{path}:{lineno}: question {qid!r}: category must be a string"))
             continue
         first_seen[qid] = lineno
-        questions.append(Question(qid, text, image, category, lineno))
+        raw = row["question_id"]
+        questions.append(Question(qid, text, image, category, lineno,
+                                  id_as_given=int(raw) if isinstance(raw, (int, float)) else qid))
     return questions, bad
 
 
