@@ -104,3 +104,10 @@ def get_model_name_from_path(model_path: str) -> str:
     if len(parts) > 1 and parts[-1].startswith("checkpoint-"):
         return f"{parts[-2]}_{parts[-1]}"
     return parts[-1]
+
+
+def process_images(images, image_processor, model_cfg=None):
+    """Drop-in for the original's `process_images(images, image_processor, model.config)`: the images as
+    one (N, 3, H, W) tensor for the model. How an image is fitted to the square (pad, or squash) is the
+    processor's own setting, saved with the model, so model_cfg is accepted and not needed."""
+    return image_processor(list(images), return_tensors="pt")["pixel_values"]

@@ -21,7 +21,7 @@ from llava.eval.model_vqa import main as model_vqa
 from llava.eval.run_llava import eval_model
 from llava.eval.run_llava import main as run_llava_main
 from llava.image_decode import load_image
-from llava.mm_utils import get_model_name_from_path, tokenizer_image_token
+from llava.mm_utils import get_model_name_from_path, process_images, tokenizer_image_token
 from llava.model.inputs import build_batch, generate, generate_batch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,3 +151,12 @@ def test_run_llava_refuses_a_missing_or_second_image_in_one_line(tiny_hf, tmp_pa
     result = run_main(run_llava_main, ["--model-path", tiny_hf, "--image-file", image_file, "--query", "What?"],
                       expect_code=code)
     assert says in result.err
+
+
+def test_process_images_gives_the_pixels_the_model_is_given(tiny_loaded, photo_path):
+    image = load_image(photo_path)
+    pixels = process_images([image], tiny_loaded.image_processor, tiny_loaded.model.config)
+    prompt = get_template("vicuna_v1").prompt("<image>\nWhat?", eos_token=tiny_loaded.tokenizer.eos_token)
+    batch = build_batch(tiny_loaded, [prompt], [image])
+    assert pixels.shape[:2] == (1, 3) and torch.equal(pixels.to(batch["pixel_values"].dtype),
+                                                          batch["pixel_values"])
