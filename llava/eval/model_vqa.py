@@ -51,8 +51,17 @@ from llava.eval.resumable import ResumableRun, add_batch_args, batch_outputs, ch
 from llava.mm_utils import ImageError, load_image
 from llava.model.args import add_model_args
 from llava.model.cpu_features import cpu_has_native_bf16
+from llava.model.families import FamilyError
 from llava.model.flags import check_flags
-from llava.model.inputs import check_image_count, generate_batch, pad_left, prompt_ids, render_prompt, to_model
+from llava.model.inputs import (
+    check_image_count,
+    family_to_model,
+    generate_batch,
+    pad_left,
+    prompt_ids,
+    render_prompt,
+    to_model,
+)
 from llava.model.prefix_cache import PrefixCache, common_prefix, image_grouped_batches, image_part
 
 log = logging.getLogger(__name__)
@@ -95,10 +104,12 @@ def parse_args(argv=None) -> argparse.Namespace:
 class QuestionImages(Dataset):
     """Item i: the question's prompt ids and its preprocessed image (or the reason it has none)."""
 
-    def __init__(self, questions: list[Question], ids: list[list[int]], image_folder: str, image_processor):
+    def __init__(self, questions: list[Question], ids: list[list[int]], image_folder: str, image_processor,
+                 prompts: list[str] | None = None):
         self.questions, self.ids = questions, ids
         self.image_folder = Path(image_folder)
         self.image_processor = image_processor
+        self.prompts = prompts  # another family's rendered prompts: its processor makes the batch in collate
 
     def __len__(self):
         return len(self.questions)
@@ -106,10 +117,15 @@ class QuestionImages(Dataset):
     def __getitem__(self, i: int) -> dict:
         q = self.questions[i]
         item = {"index": i, "ids": self.ids[i], "image": q.image, "pixels": None, "error": None}
+        if self.prompts is not None:
+            item["prompt"], item["picture"] = self.prompts[i], None
         if q.image:
             try:
                 image = load_image(self.image_folder / q.image)
-                item["pixels"] = self.image_processor(image, return_tensors="pt")["pixel_values"][0]
+                if self.prompts is not None:
+                    item["picture"] = image
+                else:
+                    item["pixels"] = self.image_processor(image, return_tensors="pt")["pixel_values"][0]
             except ImageError as exc:
                 item["error"] = str(exc)
         return item
@@ -137,9 +153,25 @@ def collate(items: list[dict], pad_id: int, per_image: bool = False) -> dict:
     return batch
 
 
-def length_sorted_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
+def family_collate(items: list[dict], family, processor) -> dict:
+    """As collate, for another family: its processor makes the batch (ids, masks and image tensors)."""
+    ok = [it for it in items if it["error"] is None]
+    batch = {"indices": [it["index"] for it in ok],
+             "errors": [(it["index"], it["error"]) for it in items if it["error"] is not None]}
+    if ok:
+        batch["inputs"] = family.inputs(processor, [it["prompt"] for it in ok], [it["picture"] for it in ok])
+    return batch
+
+
+def length_sorted_batches(lengths: list[int], batch_size: int, groups: list | None = None) -> list[list[int]]:
+    """Batches of indices, longest first; with `groups`, a batch holds one group's indices only."""
+    groups = groups or [0] * len(lengths)
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[b:b + batch_size] for b in range(0, len(order), batch_size)]
+    batches = []
+    for g in dict.fromkeys(groups[i] for i in order):
+        members = [i for i in order if groups[i] == g]
+        batches += [members[b:b + batch_size] for b in range(0, len(members), batch_size)]
+    return batches
 
 
 def answer_id(model_id: str, question_id: str, text: str) -> str:
@@ -166,7 +198,7 @@ def run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: 
 
 
 def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id: str) -> dict:
-    errors, todo, ids = [], [], []
+    errors, todo, ids, prompts = [], [], [], []
     most_chars = max_prompt_chars(loaded)
     for q in questions:
         if len(q.text) > most_chars:  # refused before tokenizing it all, which takes long for megabytes
@@ -174,7 +206,12 @@ def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id:
                            "error": f"question text of {len(q.text)} characters cannot fit in the model's "
                                     f"context of {loaded.context_len} tokens"})
             continue
-        row = prompt_ids(loaded, render_prompt(loaded, q.text, q.image is not None, args.conv_mode, q.history))
+        try:
+            prompt = render_prompt(loaded, q.text, q.image is not None, args.conv_mode, q.history)
+        except FamilyError as exc:  # e.g. a question without an image for BLIP-2
+            errors.append({"line": q.line, "question_id": q.question_id, "error": str(exc)})
+            continue
+        row = prompt_ids(loaded, prompt)
         try:
             check_image_count(loaded, row, q.image is not None)  # e.g. "<image>" typed into the text
         except ValueError as exc:
@@ -187,8 +224,10 @@ def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id:
             continue
         todo.append(q)
         ids.append(row)
+        prompts.append(prompt)
+    native = loaded.family.native  # LLaVA-1.5: our exact tokenization, and the prompt caches built on it
     prefix = part = None
-    if getattr(args, "prefix_cache", True) and args.num_beams == 1 and len(todo) > 1:
+    if native and getattr(args, "prefix_cache", True) and args.num_beams == 1 and len(todo) > 1:
         shared = common_prefix(ids, loaded.image_token_id)
         if len(shared) >= 8:  # below that, not worth a cache copy per batch
             prefix = PrefixCache(loaded, shared)
@@ -198,11 +237,14 @@ def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id:
                 ids = [row[len(part):] for row in ids] if part else ids
     if part:
         batches = image_grouped_batches([q.image for q in todo], [len(r) for r in ids], args.batch_size)
-    else:
+    elif native:
         batches = length_sorted_batches([len(r) for r in ids], args.batch_size)
-    dataset = QuestionImages(todo, ids, args.image_folder, loaded.image_processor)
-    loader = DataLoader(dataset, batch_sampler=batches,
-                        collate_fn=partial(collate, pad_id=loaded.tokenizer.pad_token_id, per_image=bool(part)),
+    else:  # a processor batches questions with images or without, not both
+        batches = length_sorted_batches([len(r) for r in ids], args.batch_size, [q.image is None for q in todo])
+    dataset = QuestionImages(todo, ids, args.image_folder, loaded.image_processor, None if native else prompts)
+    collate_fn = (partial(collate, pad_id=loaded.tokenizer.pad_token_id, per_image=bool(part)) if native
+                  else partial(family_collate, family=loaded.family, processor=loaded.processor))
+    loader = DataLoader(dataset, batch_sampler=batches, collate_fn=collate_fn,
                         num_workers=args.num_workers if len(todo) > args.batch_size else 0)
     answered = tokens = 0
     start = time.perf_counter()
@@ -213,8 +255,11 @@ def _run(loaded, questions: list[Question], args, writer: AnswersFile, model_id:
                 errors.append({"line": todo[i].line, "question_id": todo[i].question_id, "error": msg})
             records = []
             if batch["indices"]:
-                inputs = to_model(loaded, batch["input_ids"], batch["attention_mask"], batch["pixels"], prefix,
-                                  part, batch.get("image_rows"))
+                if native:
+                    inputs = to_model(loaded, batch["input_ids"], batch["attention_mask"], batch["pixels"], prefix,
+                                      part, batch.get("image_rows"))
+                else:
+                    inputs = family_to_model(loaded, batch["inputs"])
                 texts, counts = generate_batch(loaded, inputs, max_new_tokens=args.max_new_tokens,
                                                temperature=args.temperature, top_p=args.top_p,
                                                num_beams=args.num_beams,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from llava.model.errors import ModelLoadError
 from llava.model.flags import model_flag_errors
 
 # The embedded default, after `make demo`: the demo's fine-tuned model, else its base.
@@ -55,8 +56,12 @@ def load_model(args: argparse.Namespace):
     from llava.model.builder import load_pretrained_model  # noqa: PLC0415
 
     args.model_path = args.model_path or default_model_path()
-    return load_pretrained_model(args.model_path, args.model_base, load_4bit=args.load_4bit,
-                                 load_8bit=args.load_8bit, device=args.device)
+    loaded = load_pretrained_model(args.model_path, args.model_base, load_4bit=args.load_4bit,
+                                   load_8bit=args.load_8bit, device=args.device)
+    if getattr(args, "conv_mode", None) and not loaded.family.native:
+        raise ModelLoadError(f"--conv-mode {args.conv_mode}: {args.model_path} is a {loaded.family.title} model, "
+                             "which uses its own chat template; leave --conv-mode out")
+    return loaded
 
 
 def load_model_or_exit(args: argparse.Namespace):

@@ -1,6 +1,7 @@
 """load_pretrained_model: the single door to a model, whatever its directory holds.
 
-    (a) a transformers llava directory (what we save; llava-hf's releases)
+    (a) a transformers llava directory (what we save; llava-hf's releases), or a model of another family
+        (Llama-3.2-Vision, BLIP-2, LLaVA-NeXT, Qwen2-VL: llava/model/families), chosen by its model_type
     (b) an original LLaVA checkpoint (LlavaLlamaForCausalLM), converted on load
     (c) a LoRA output directory, with --model-base naming its base
 
@@ -22,11 +23,12 @@ import logging
 from dataclasses import dataclass
 
 import torch
-from transformers import BitsAndBytesConfig
+from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 
 from llava.model.convert import load_original
 from llava.model.directories import ModelDir, lora_base, open_model_dir, read_non_lora_trainables
 from llava.model.errors import ModelLoadError, loading
+from llava.model.families import LLAVA, Family
 from llava.model.lora import apply_lora, load_non_lora_into
 from llava.model.processor import load_processor, num_image_tokens
 from llava.model.projector import model_class_for, projector_type_of
@@ -34,8 +36,6 @@ from llava.model.weights import check_safetensors, weight_files
 
 log = logging.getLogger(__name__)
 
-# Full module paths: transformers matches these from the start of the name (or as a suffix).
-QUANT_SKIP = ["model.vision_tower", "model.multi_modal_projector", "lm_head"]
 
 
 @dataclass
@@ -44,6 +44,7 @@ class LoadedModel:
     processor: object  # transformers LlavaProcessor
     kind: str  # "hf" | "original" | "lora"
     context_len: int
+    family: Family = LLAVA
 
     @property
     def tokenizer(self):
@@ -58,7 +59,10 @@ class LoadedModel:
         return self.model.config
 
     @property
-    def conv_mode(self) -> str:
+    def conv_mode(self) -> str | None:
+        """LLaVA-1.5's template (llava/conversation.py); None for a family that renders its own."""
+        if not self.family.native:
+            return None
         return getattr(self.model.config, "llava_conv_mode", None) or "vicuna_v1"
 
     @property
@@ -67,7 +71,8 @@ class LoadedModel:
 
     @property
     def image_token_id(self) -> int:
-        return self.model.config.image_token_id
+        config = self.model.config
+        return getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
 
     def __iter__(self):
         """The original's `tokenizer, model, image_processor, context_len = load_pretrained_model(...)`."""
@@ -119,8 +124,6 @@ def load_pretrained_model(
     with loading(model_path):  # anything else that goes wrong, as ModelLoadError naming the directory
         device = resolve_device(device)
         dtype = dtype or default_dtype(device)
-        kwargs = from_pretrained_kwargs(device, dtype, attn_implementation or attention_implementation(device),
-                                        load_4bit, load_8bit, quant_type, double_quant)
 
         # 1. detect: what the path is, and for a LoRA run what its base is
         target = open_model_dir(model_path, cache_dir=cache_dir)
@@ -137,6 +140,12 @@ def load_pretrained_model(
                             model_base, target.path)
             base = target
         non_lora = read_non_lora_trainables(lora) if lora else {}
+        family = base.family if base.kind == "hf" else LLAVA
+        if lora and not family.native:
+            raise ModelLoadError(f"{lora.path}: LoRA runs of {family.title} models do not load yet; "
+                                 "merge the adapter with peft, or use a LLaVA-1.5 base")
+        kwargs = from_pretrained_kwargs(device, dtype, attn_implementation or attention_implementation(device),
+                                        load_4bit, load_8bit, quant_type, double_quant, family.full_precision)
 
         # 2. load: a transformers llava directory, or an original checkpoint converted in memory
         model, processor = _load(base, kwargs, vision_tower, image_aspect_ratio, lora, non_lora, cache_dir)
@@ -155,12 +164,14 @@ def load_pretrained_model(
         # 4. quantize: bitsandbytes did as the weights loaded; what is left is its CPU fix-up
         if load_4bit:
             keep_bnb_cpu_packing_to_fitting_layers(model)
-        return _ready(model, processor, target.kind)
+        return _ready(model, processor, target.kind, family)
 
 
 def from_pretrained_kwargs(device: str, dtype: torch.dtype, attn_implementation: str, load_4bit: bool,
-                           load_8bit: bool, quant_type: str, double_quant: bool) -> dict:
-    """from_pretrained's keyword arguments: dtype, attention, device placement, bitsandbytes' quantization."""
+                           load_8bit: bool, quant_type: str, double_quant: bool,
+                           full_precision=LLAVA.full_precision) -> dict:
+    """from_pretrained's keyword arguments: dtype, attention, device placement, bitsandbytes' quantization
+    (the modules `full_precision` names stay unquantized)."""
     kwargs = {"dtype": dtype, "attn_implementation": attn_implementation}
     if load_4bit:
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -168,10 +179,11 @@ def from_pretrained_kwargs(device: str, dtype: torch.dtype, attn_implementation:
             bnb_4bit_quant_type=quant_type,
             bnb_4bit_use_double_quant=double_quant,
             bnb_4bit_compute_dtype=dtype,
-            llm_int8_skip_modules=QUANT_SKIP,
+            llm_int8_skip_modules=list(full_precision),
         )
     elif load_8bit:
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=QUANT_SKIP)
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True,
+                                                           llm_int8_skip_modules=list(full_precision))
     if device != "cpu" or load_4bit or load_8bit:
         kwargs["device_map"] = {"": device}
     return kwargs
@@ -187,6 +199,12 @@ def _load(base: ModelDir, kwargs: dict, vision_tower, image_aspect_ratio, lora: 
             lora, vision_tower, image_aspect_ratio, llm_weights=base.path, extra_state=non_lora, cache_dir=cache_dir
         )
         return model_class_for(config).from_pretrained(None, config=config, state_dict=state, **kwargs), processor
+    if base.kind == "hf" and not base.family.native:
+        check_safetensors(weight_files(base.path))
+        config = base.transformers_config()
+        base.family.check_config(config)
+        model = AutoModelForImageTextToText.from_pretrained(base.path, config=config, **kwargs)
+        return model, base.family.load_processor(base.path)
     if base.kind == "hf":
         check_safetensors(weight_files(base.path))  # a damaged file named here; safetensors' own error names none
         config = base.transformers_config()
@@ -202,15 +220,15 @@ def _load(base: ModelDir, kwargs: dict, vision_tower, image_aspect_ratio, lora: 
     return model, processor
 
 
-def _ready(model, processor, kind: str) -> LoadedModel:
+def _ready(model, processor, kind: str, family: Family = LLAVA) -> LoadedModel:
     """Eval mode, and generation that pads and stops with the tokenizer's tokens."""
     model.eval()
     tok = processor.tokenizer
     model.generation_config.pad_token_id = tok.pad_token_id
     if model.generation_config.eos_token_id is None:
         model.generation_config.eos_token_id = tok.eos_token_id
-    context_len = getattr(model.config.text_config, "max_position_embeddings", 2048)
-    return LoadedModel(model, processor, kind, context_len)
+    context_len = getattr(model.config.get_text_config(), "max_position_embeddings", 2048)
+    return LoadedModel(model, processor, kind, context_len, family)
 
 
 def keep_bnb_cpu_packing_to_fitting_layers(model) -> int:

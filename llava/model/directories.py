@@ -6,7 +6,8 @@ Every --model-path / --model-base is one of:
               non_lora_trainables.safetensors|.bin (fully trained parts: the projector) and
               config.json (+ processor files in ours); its base comes from --model-base or
               adapter_config.json's base_model_name_or_path
-    hf        config.json with text_config and vision_config: transformers' llava (what we save)
+    hf        config.json with text_config and vision_config: transformers' llava (what we save), or the
+              model_type of another family (llava/model/families: mllama, blip-2, llava_next, qwen2_vl)
     original  config.json of LlavaLlamaForCausalLM (mm_vision_tower, model_type llava_llama, ...)
     other     any other config.json: a plain language model is one (the base of an original LoRA run)
 
@@ -32,6 +33,7 @@ from huggingface_hub import snapshot_download
 from transformers import CONFIG_MAPPING, PreTrainedConfig
 
 from llava.model.errors import ConversionError, ModelLoadError
+from llava.model.families import LLAVA, Family, family_of
 from llava.model.weights import load_tensor_file, read_json_object
 
 log = logging.getLogger(__name__)
@@ -75,6 +77,9 @@ def is_original_config(cfg: dict) -> bool:
 
 
 def kind_of_config(cfg: dict) -> str:
+    family = family_of(cfg)
+    if family is not None and not family.native:
+        return "hf"  # e.g. Qwen2-VL's released config.json is flat (no text_config)
     if "text_config" in cfg and "vision_config" in cfg:
         return "hf"
     if is_original_config(cfg):
@@ -101,6 +106,11 @@ class ModelDir:
         if found is None:
             raise ModelLoadError(f"{self.path}: {ADAPTER_CONFIG} but no {' or '.join(ADAPTER_FILES)}")
         return found
+
+    @property
+    def family(self) -> Family:
+        """The model family of a complete model (LLaVA-1.5 for the original layout)."""
+        return (family_of(self.config) if self.config else None) or LLAVA
 
     @property
     def is_original(self) -> bool:

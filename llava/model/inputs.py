@@ -1,5 +1,9 @@
 """Batches for generation: prompts rendered by the model's template, tokenized as the
-original LLaVA does, left-padded, with preprocessed images in the tower's dtype."""
+original LLaVA does, left-padded, with preprocessed images in the tower's dtype.
+
+A model of another family (llava/model/families) renders its prompt with its processor's chat
+template (or its plain format) and its processor makes the whole batch; every function here takes
+either, so the commands above call them without asking which family they hold."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from PIL import Image
 
 from llava.conversation import USER, first_turn_with_image, get_template
 from llava.mm_utils import tokenize_prompt
+from llava.model.families import FamilyError
 
 
 def render_prompt(loaded, question: str, has_image: bool, conv_mode: str | None = None, history=(),
@@ -19,6 +24,12 @@ def render_prompt(loaded, question: str, has_image: bool, conv_mode: str | None 
     The image placeholder goes in the first user turn, as in the original.  `system` replaces the
     template's own system prompt (None keeps it).
     """
+    family = loaded.family
+    if not family.native:
+        if conv_mode:
+            raise FamilyError(f"--conv-mode {conv_mode}: {family.title} models use their own chat template; "
+                              "leave --conv-mode out")
+        return family.render(loaded.processor, question, has_image, history, system)
     template = get_template(conv_mode or loaded.conv_mode)
     turns = []
     for i, (q, a) in enumerate(history):
@@ -30,7 +41,10 @@ def render_prompt(loaded, question: str, has_image: bool, conv_mode: str | None 
 
 
 def prompt_ids(loaded, prompt: str) -> list[int]:
-    """Token ids of a rendered prompt, the image placeholder expanded to the model's image tokens."""
+    """Token ids of a rendered prompt, the image placeholder expanded to the model's image tokens
+    (for another family: before its processor expands them, which depends on the image)."""
+    if not loaded.family.native:
+        return loaded.family.text_ids(loaded.processor, prompt)
     return tokenize_prompt(prompt, loaded.tokenizer, loaded.image_token_id, loaded.num_image_tokens).input_ids
 
 
@@ -46,6 +60,11 @@ def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 
 
 def check_image_count(loaded, ids: Sequence[int], has_image: bool) -> None:
+    if not loaded.family.native:
+        n_img = list(ids).count(loaded.image_token_id)
+        if n_img > int(has_image) or (has_image and n_img == 0 and loaded.family.plain_prompt is None):
+            raise ValueError(f"prompt has {n_img} image placeholders but {int(has_image)} image given")
+        return
     n_img = list(ids).count(loaded.image_token_id) // loaded.num_image_tokens
     if n_img != int(has_image):
         raise ValueError(f"prompt has {n_img} <image> placeholders but {int(has_image)} image given")
@@ -77,6 +96,8 @@ def build_batch(loaded, prompts: Sequence[str], images: Sequence[Image.Image | N
     """input_ids / attention_mask (left-padded) and pixel_values for model.generate."""
     if len(prompts) != len(images):
         raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
+    if not loaded.family.native:
+        return family_to_model(loaded, loaded.family.inputs(loaded.processor, prompts, images))
     rows = [prompt_ids(loaded, p) for p in prompts]
     for ids, image in zip(rows, images):
         check_image_count(loaded, ids, image is not None)
@@ -84,6 +105,14 @@ def build_batch(loaded, prompts: Sequence[str], images: Sequence[Image.Image | N
     present = [im for im in images if im is not None]
     pixels = loaded.image_processor(present, return_tensors="pt")["pixel_values"] if present else None
     return to_model(loaded, input_ids, attention, pixels)
+
+
+def family_to_model(loaded, batch: dict) -> dict:
+    """A family processor's batch on the model's device, its floating-point image tensors in the vision
+    encoder's dtype."""
+    model = loaded.model
+    dtype = loaded.family.vision_dtype(model)
+    return {k: v.to(model.device, dtype) if v.is_floating_point() else v.to(model.device) for k, v in batch.items()}
 
 
 def tower_dtype(model) -> torch.dtype:

@@ -239,9 +239,15 @@ async def refuse_beyond_context(loaded, cfg: ServerConfig, bound, req) -> None:
     """Refuse a conversation that the template cannot render, or that cannot fit in the context from its length
     in characters alone, before its image is fetched or its text tokenized (the tokenizer takes far longer over
     megabytes of text than the parser or this bound)."""
-    if req.system is not None and get_template(cfg.conv_mode or loaded.conv_mode).style == "plain":
-        raise APIError(400, "messages[0].role: this model's template (plain) has no system prompt to replace",
+    family = loaded.family
+    if req.system is not None and (not family.system_prompt if not family.native
+                                   else get_template(cfg.conv_mode or loaded.conv_mode).style == "plain"):
+        what = "template (plain)" if family.native else f"family ({family.title})"
+        raise APIError(400, f"messages[0].role: this model's {what} has no system prompt to replace",
                        param="messages[0].role", code="unsupported_role")
+    if family.needs_image and req.image_url is None:
+        raise APIError(400, f"messages: this model ({family.title}) answers about an image; send one",
+                       param="messages", code="image_required")
     if bound is None:
         return
 

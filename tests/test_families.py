@@ -1,0 +1,233 @@
+"""Model families besides LLaVA-1.5 (llava/model/families) through the real loading and inference code:
+a tiny random model of each (llava.demo.family_models), its prompt, its image inputs, batched answers,
+4-bit, the terminal chat and the OpenAI API."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from testkit import ROOT
+from testkit import api_server as api
+
+FAMILIES = ["mllama", "blip2", "llava_next", "qwen2_vl"]
+
+# What each family's prompt for one question about one image must be, exactly (the tiny models' chat
+# templates are written in each family's released format; BLIP-2 has none and uses "Question: ... Answer:").
+PROMPTS = {
+    "mllama": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\n<|image|>What colour is it?<|eot_id|>"
+              "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "blip2": "Question: What colour is it? Answer:",
+    "llava_next": "<s>[INST] <image>\nWhat colour is it? [/INST]",
+    "qwen2_vl": "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>What colour is it?<|im_end|>\n"
+                "<|im_start|>assistant\n",
+}
+# The image tensors each family's processor must hand to generate().
+IMAGE_INPUTS = {
+    "mllama": {"pixel_values", "aspect_ratio_ids", "aspect_ratio_mask", "cross_attention_mask"},
+    "blip2": {"pixel_values"},
+    "llava_next": {"pixel_values", "image_sizes"},
+    "qwen2_vl": {"pixel_values", "image_grid_thw"},
+}
+
+
+@pytest.fixture(scope="module")
+def family_dirs(tmp_path_factory):
+    from llava.demo.family_models import build  # noqa: PLC0415 - torch and transformers only when used
+
+    root = tmp_path_factory.mktemp("families")
+    return {f: build(f, root / f"tiny-{f}") for f in FAMILIES}
+
+
+@pytest.fixture(scope="module")
+def loaded(family_dirs):
+    from llava.model.builder import load_pretrained_model  # noqa: PLC0415
+
+    return {f: load_pretrained_model(str(d)) for f, d in family_dirs.items()}
+
+
+@pytest.fixture(scope="module")
+def images():
+    from skimage import data  # noqa: PLC0415
+
+    photo = Image.fromarray(data.astronaut()[40:300, :, :])
+    return [photo, Image.fromarray(data.coffee()), Image.new("RGB", (20, 50), "blue")]
+
+
+QUESTIONS = ["What colour is it?", "How many circles are there?", "Describe the image in one sentence please."]
+
+
+def test_family_comes_from_model_type_not_the_folder_name(family_dirs, tmp_path):
+    from llava.model.directories import detect  # noqa: PLC0415
+
+    for family, path in family_dirs.items():
+        renamed = shutil.copytree(path, tmp_path / f"llava-v1.5-7b-lora-{family}")  # a misleading name
+        found = detect(renamed)
+        assert (found.kind, found.family.name) == ("hf", family)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_prompt_and_image_inputs_are_the_familys(loaded, images, family):
+    from llava.model.inputs import build_batch, render_prompt  # noqa: PLC0415
+
+    lm = loaded[family]
+    assert lm.family.name == family
+    prompt = render_prompt(lm, "What colour is it?", True)
+    print(family, repr(prompt))
+    assert prompt == PROMPTS[family]
+    batch = build_batch(lm, [prompt, render_prompt(lm, "Hi?", True)], images[:2])
+    assert IMAGE_INPUTS[family] <= set(batch)
+    ids = batch["input_ids"]
+    # padded on the left of the text (BLIP-2's processor puts its query tokens before the padding)
+    assert (batch["attention_mask"] == 0).any() and batch["attention_mask"][:, -1].all()
+    image_tokens = (ids == lm.image_token_id).sum(1)
+    if family == "blip2":  # the processor puts the Q-Former's query tokens in front
+        assert image_tokens.tolist() == [lm.model.config.num_query_tokens] * 2
+    elif family == "mllama":  # one <|image|>; the image enters through cross-attention
+        assert image_tokens.tolist() == [1, 1]
+    else:  # expanded to the image's own token count, which depends on its size
+        assert (image_tokens > 1).all()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batched_answers_equal_one_at_a_time(loaded, images, family):
+    from llava.model.inputs import generate  # noqa: PLC0415
+
+    lm = loaded[family]
+    batched = generate(lm, QUESTIONS, images, max_new_tokens=6)
+    single = [generate(lm, [q], [im], max_new_tokens=6)[0] for q, im in zip(QUESTIONS, images)]
+    assert batched == single
+    assert len(set(batched)) > 1  # different images and questions, different answers: the inputs reach the model
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_4bit_loads_and_generates_with_the_vision_side_in_full_precision(family_dirs, images, family):
+    from llava.model.builder import load_pretrained_model  # noqa: PLC0415
+    from llava.model.inputs import generate  # noqa: PLC0415
+
+    lm = load_pretrained_model(str(family_dirs[family]), load_4bit=True)
+    quantized = [n for n, m in lm.model.named_modules() if type(m).__name__ == "Linear4bit"]
+    assert quantized
+    assert not [n for n in quantized if any(n.startswith(p) for p in lm.family.full_precision)]
+    assert all(n.startswith(lm.family.language_model) for n in quantized)
+    answers = generate(lm, QUESTIONS[:2], images[:2], max_new_tokens=4)
+    assert all(isinstance(a, str) for a in answers) and len(answers) == 2
+
+
+def test_blip2_refuses_what_it_cannot_do(loaded):
+    from llava.model.families import FamilyError  # noqa: PLC0415
+    from llava.model.inputs import render_prompt  # noqa: PLC0415
+
+    lm = loaded["blip2"]
+    with pytest.raises(FamilyError, match="answers about an image"):
+        render_prompt(lm, "Hello?", has_image=False)
+    with pytest.raises(FamilyError, match="no system prompt"):
+        render_prompt(lm, "Hello?", has_image=True, system="Be brief.")
+    assert render_prompt(lm, "", True) == ""  # a caption: no prompt at all
+    assert render_prompt(lm, "And now?", True, history=[("What is it?", "a cat")]) == \
+        "Question: What is it? Answer: a cat Question: And now? Answer:"
+
+
+def _run_vqa(model: Path, folder: Path, answers: Path, batch_size: int) -> dict:
+    from llava.eval import model_vqa  # noqa: PLC0415
+
+    model_vqa.main(["--model-path", str(model), "--question-file", str(folder / "q.jsonl"), "--image-folder",
+                    str(folder / "img"), "--answers-file", str(answers), "--batch-size", str(batch_size),
+                    "--max-new-tokens", "5", "--no-progress"])
+    return {r["question_id"]: r["text"] for r in map(json.loads, answers.read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def question_folder(tmp_path_factory, images):
+    folder = tmp_path_factory.mktemp("vqa")
+    (folder / "img").mkdir()
+    for i, im in enumerate(images):
+        im.save(folder / "img" / f"{i}.png")
+    (folder / "img" / "broken.png").write_bytes(b"not an image")
+    rows = [{"question_id": i, "image": f"{i % 3}.png", "text": q} for i, q in enumerate(QUESTIONS * 2)]
+    rows += [{"question_id": "text-only", "text": "Is water wet?"},
+             {"question_id": "broken", "image": "broken.png", "text": "What colour is it?"}]
+    (folder / "q.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_batch_inference_answers_each_question_as_one_at_a_time(family_dirs, question_folder, tmp_path, family):
+    batched = _run_vqa(family_dirs[family], question_folder, tmp_path / "batched.jsonl", 4)
+    single = _run_vqa(family_dirs[family], question_folder, tmp_path / "single.jsonl", 1)
+    assert batched == single
+    errors = {r["question_id"]: r["error"] for r in
+              map(json.loads, (tmp_path / "batched.errors.jsonl").read_text().splitlines())}
+    assert "cannot read image" in errors.pop("broken")
+    if family == "blip2":
+        assert "answers about an image" in errors.pop("text-only")
+    else:
+        assert "text-only" in batched
+    assert not errors
+    assert sorted(k for k in batched if k != "text-only") == list(range(6))
+
+
+def test_terminal_chat_in_4bit(family_dirs, question_folder):
+    pexpect = pytest.importorskip("pexpect")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), "TOKENIZERS_PARALLELISM": "false"}
+    child = pexpect.spawn(sys.executable, ["-m", "llava.serve.cli", "--model-path", str(family_dirs["mllama"]),
+                                           "--image-file", str(question_folder / "img" / "0.png"), "--load-4bit",
+                                           "--max-new-tokens", "4", "--temperature", "0"],
+                          cwd=str(ROOT), env=env, encoding="utf-8", timeout=120)
+    child.expect("ready: an image; (\\d+) bitsandbytes-quantized layers")
+    assert int(child.match.group(1)) > 0
+    for question in ("What colour is it?", "And the background?"):  # two turns: the history is rendered too
+        child.expect_exact("USER: ")
+        child.sendline(question)
+        child.expect_exact("ASSISTANT: ")
+    child.expect_exact("USER: ")
+    child.sendline("\\exit")
+    child.expect(pexpect.EOF)
+
+
+def test_conv_mode_is_refused_for_a_family_with_its_own_template(family_dirs, question_folder, tmp_path):
+    result = subprocess.run([sys.executable, "-m", "llava.eval.model_vqa", "--model-path",
+                             str(family_dirs["qwen2_vl"]), "--question-file", str(question_folder / "q.jsonl"),
+                             "--image-folder", str(question_folder / "img"), "--answers-file",
+                             str(tmp_path / "a.jsonl"), "--conv-mode", "vicuna_v1"],
+                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode != 0
+    assert "--conv-mode vicuna_v1" in result.stderr and "Qwen2-VL" in result.stderr
+
+
+@pytest.mark.slow
+def test_openai_api_answers_the_real_client(family_dirs, tmp_path, images):
+    import base64  # noqa: PLC0415
+
+    import openai  # noqa: PLC0415
+
+    from llava.model.builder import load_pretrained_model  # noqa: PLC0415
+    from llava.serve.chat import ChatSession  # noqa: PLC0415
+
+    image = images[0]
+    url = "data:image/png;base64," + base64.b64encode(api.png_bytes(image)).decode()
+    for family in ("mllama", "blip2"):
+        server = api.launch(family_dirs[family], tmp_path / f"{family}.log", "--api-key", api.KEY)
+        try:
+            api.wait_ready(server)
+            client = server.client()
+            content = [{"type": "text", "text": "What colour is it?"}, {"type": "image_url", "image_url": {"url": url}}]
+            reply = client.chat.completions.create(model=family_dirs[family].name, max_tokens=5, temperature=0,
+                                                   messages=[{"role": "user", "content": content}])
+            chat = ChatSession(load_pretrained_model(str(family_dirs[family])), image=image, temperature=0,
+                               max_new_tokens=5)
+            "".join(chat.ask("What colour is it?"))
+            assert reply.choices[0].message.content == chat.history[-1][1]  # the answer as the session keeps it
+            if family == "blip2":
+                with pytest.raises(openai.BadRequestError, match="no system prompt"):
+                    client.chat.completions.create(model=family_dirs[family].name, max_tokens=5, messages=[
+                        {"role": "system", "content": "Be brief."}, {"role": "user", "content": content}])
+        finally:
+            api.stop(server)
