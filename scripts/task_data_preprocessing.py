@@ -18,6 +18,7 @@ import sys
 from llava.constants import SHORT_ANSWER_PROMPT
 from llava.data.preprocess import EXIT_BAD_INPUT, ConfigError, PreprocessConfig, format_summary, preprocess
 from llava.data.tables import TableError
+from llava.model.families import BY_NAME as FAMILY_NAMES
 from llava.printable import printable
 
 
@@ -44,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--turns-per-image", type=int, default=1,
                    help="group up to N questions of one image into one conversation (default 1)")
+    g.add_argument("--model-family", default="llava", choices=sorted(FAMILY_NAMES),
+                   help="the family that will train on the output (docs/models.md); the conversations are the same "
+                        "for every family (its template is applied in training), this checks the options fit it: "
+                        "BLIP-2 takes one question per record")
     g = p.add_argument_group("behaviour")
     g.add_argument("--strict", action="store_true", help="exit 1 and write no data files if any row has a problem")
     g.add_argument("--workers", type=int, help="image-check threads (default: 4 per CPU core, at most 32)")
@@ -52,7 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.model_family == "blip2" and args.turns_per_image != 1:
+        parser.error(f"--turns-per-image {args.turns_per_image}: BLIP-2 has no chat template and trains on one "
+                     "question and answer per record; leave --turns-per-image at 1")
     cfg = PreprocessConfig(
         input=args.input, image_folder=args.image_folder, output_dir=args.output_dir,
         image_column=args.image_column, image_template=args.image_template,

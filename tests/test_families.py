@@ -121,6 +121,7 @@ def test_4bit_loads_and_generates_with_the_vision_side_in_full_precision(family_
     assert all(isinstance(a, str) for a in answers) and len(answers) == 2
 
 
+@pytest.mark.bad_input
 def test_blip2_refuses_what_it_cannot_do(loaded):
     from llava.model.families import FamilyError  # noqa: PLC0415
     from llava.model.inputs import render_prompt  # noqa: PLC0415
@@ -192,6 +193,7 @@ def test_terminal_chat_in_4bit(family_dirs, question_folder):
     child.expect(pexpect.EOF)
 
 
+@pytest.mark.bad_input
 def test_conv_mode_is_refused_for_a_family_with_its_own_template(family_dirs, question_folder, tmp_path):
     result = subprocess.run([sys.executable, "-m", "llava.eval.model_vqa", "--model-path",
                              str(family_dirs["qwen2_vl"]), "--question-file", str(question_folder / "q.jsonl"),
@@ -231,3 +233,109 @@ def test_openai_api_answers_the_real_client(family_dirs, tmp_path, images):
                         {"role": "system", "content": "Be brief."}, {"role": "user", "content": content}])
         finally:
             api.stop(server)
+
+
+# What training supervises for each family, exactly: the answers and each one's end-of-turn token.
+CHAT = [{"from": "human", "value": "<image>\nWhat colour is it?"}, {"from": "gpt", "value": "Red"},
+        {"from": "human", "value": "And the shape?"}, {"from": "gpt", "value": "A square"}]
+SUPERVISED = {  # (the two-answer chat, a text-only record)
+    "mllama": ["Red<|eot_id|>A square<|eot_id|>", "Yes<|eot_id|>"],
+    "llava_next": [" Red</s> A square</s>", " Yes</s>"],  # Mistral's [/INST] leaves the space to the answer
+    "qwen2_vl": ["Red<|im_end|>A square<|im_end|>", "Yes<|im_end|>"],  # not the "\n" after <|im_end|>
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_supervised_mask_covers_exactly_the_answers(loaded, question_folder, tmp_path, family):
+    from llava.constants import IGNORE_INDEX  # noqa: PLC0415
+    from llava.data.collate import FamilyCollator  # noqa: PLC0415
+    from llava.data.dataset import LazySupervisedDataset  # noqa: PLC0415
+    from llava.data.family_examples import FamilyExampleBuilder  # noqa: PLC0415
+
+    lm = loaded[family]
+    if family == "blip2":  # one question and answer per record, or a caption
+        records = [{"id": "qa", "image": "0.png", "conversations": CHAT[:2]},
+                   {"id": "caption", "image": "1.png", "conversations": [{"from": "human", "value": "<image>"},
+                                                                         {"from": "gpt", "value": "A red square."}]}]
+        expected = [" Red</s>", "A red square.</s>"]
+    else:
+        records = [{"id": "chat", "image": "0.png", "conversations": CHAT},
+                   {"id": "text", "conversations": [{"from": "human", "value": "Is water wet?"},
+                                                    {"from": "gpt", "value": "Yes"}]}]
+        expected = SUPERVISED[family]
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps(records))
+    builder = FamilyExampleBuilder(lm.family, lm.processor, lm.image_token_id)
+    dataset = LazySupervisedDataset(data, image_folder=question_folder / "img", tokenizer=lm.tokenizer,
+                                    image_processor=None, template="vicuna_v1", image_token_id=lm.image_token_id,
+                                    num_image_tokens=0, model_max_length=None, builder=builder)
+    batch = FamilyCollator(lm.family, lm.processor, lm.image_token_id)([dataset[0], dataset[1]])
+    for row, want in enumerate(expected):
+        labels = batch["labels"][row]
+        kept = labels != IGNORE_INDEX
+        print(family, records[row]["id"], "supervised:", repr(lm.tokenizer.decode(labels[kept])))
+        assert lm.tokenizer.decode(labels[kept]) == want
+        assert (labels[kept] == batch["input_ids"][row][kept]).all()  # labels are the tokens themselves
+        assert not (batch["input_ids"][row][kept] == lm.image_token_id).any()
+    assert (batch["input_ids"] == lm.image_token_id).any()  # the image placeholder was expanded and kept
+
+
+@pytest.mark.bad_input
+def test_a_record_the_family_cannot_train_on_is_named(loaded, tmp_path, question_folder):
+    from llava.data.dataset import DatasetError, LazySupervisedDataset  # noqa: PLC0415
+    from llava.data.family_examples import FamilyExampleBuilder  # noqa: PLC0415
+
+    lm = loaded["blip2"]
+    data = tmp_path / "train.json"
+    data.write_text(json.dumps([{"id": "two-turns", "image": "0.png", "conversations": CHAT},
+                                {"id": "no-image", "conversations": [{"from": "human", "value": "Is water wet?"},
+                                                                     {"from": "gpt", "value": "Yes"}]}]))
+    builder = FamilyExampleBuilder(lm.family, lm.processor, lm.image_token_id)
+    with pytest.raises(DatasetError) as err:
+        LazySupervisedDataset(data, image_folder=question_folder / "img", tokenizer=lm.tokenizer,
+                              image_processor=None, template="vicuna_v1", image_token_id=lm.image_token_id,
+                              num_image_tokens=0, model_max_length=None, builder=builder)
+    assert "'two-turns'" in str(err.value) and "one question" in str(err.value)
+    assert "'no-image'" in str(err.value) and "image records only" in str(err.value)
+
+
+def test_tag_rating_and_labeling_run_on_other_families(family_dirs, question_folder, tmp_path):
+    """The tasks through their real entry points: BLIP-2 rates (its random answers never parse, so each pair
+    goes through constrained decoding, whose batch BLIP-2's processor pads after its query tokens), Qwen2-VL
+    labels a folder."""
+    import csv  # noqa: PLC0415
+
+    from llava.tasks import labeling, tag_rating  # noqa: PLC0415
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"id": f"p{i}", "image": f"{i}.png", "tag": tag}) + "\n"
+                             for i, tag in enumerate(["astronaut", "coffee", "blue square"])))
+    tag_rating.main(["--model-path", str(family_dirs["blip2"]), "--input", str(pairs), "--image-folder",
+                     str(question_folder / "img"), "--output", str(tmp_path / "ratings.jsonl"), "--max-new-tokens", "6",
+                     "--no-progress"])
+    ratings = [json.loads(line) for line in (tmp_path / "ratings.jsonl").read_text().splitlines()]
+    assert sorted(r["question_id"] for r in ratings) == ["p0", "p1", "p2"]
+    assert all(r["score"] in range(6) and r["flagged"] for r in ratings)
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("0.png", "1.png"):
+        (images / name).write_bytes((question_folder / "img" / name).read_bytes())
+    cats = tmp_path / "cats.txt"
+    cats.write_text("person\nfood\nanimal\n")
+    labeling.main(["--model-path", str(family_dirs["qwen2_vl"]), "--images", str(images), "--categories", str(cats),
+                   "--output", str(tmp_path / "labels.csv"), "--max-new-tokens", "6", "--no-progress"])
+    with open(tmp_path / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["image"] for r in rows) == ["0.png", "1.png"]
+    assert all(r["category"] in ("person", "food", "animal") for r in rows)
+
+
+@pytest.mark.bad_input
+def test_preprocessing_refuses_options_the_family_cannot_train_on(tmp_path):
+    result = subprocess.run([sys.executable, "scripts/task_data_preprocessing.py", "--input", str(tmp_path / "t.csv"),
+                             "--image-folder", str(tmp_path), "--output-dir", str(tmp_path / "out"),
+                             "--model-family", "blip2", "--turns-per-image", "3"],
+                            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 2
+    assert "--turns-per-image 3: BLIP-2" in result.stderr and not (tmp_path / "out").exists()

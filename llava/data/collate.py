@@ -12,6 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from llava.constants import IGNORE_INDEX
+from llava.data.family_examples import align_labels
 
 
 @dataclass
@@ -37,4 +38,40 @@ class DataCollator:
         images = [it["pixel_values"] for it in items if "pixel_values" in it]
         if images:
             batch["pixel_values"] = torch.stack(images)
+        return batch
+
+
+@dataclass
+class FamilyCollator:
+    """Batches for another family (llava/model/families): its processor renders the batch from the items'
+    texts and images (expanding image placeholders, making the family's image tensors, padding on the
+    right), and each row's labels are carried over to the expanded ids (llava.data.family_examples)."""
+
+    family: Any
+    processor: Any
+    image_token_id: int
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        tok = self.processor.tokenizer
+        texts = [it["text"] for it in items]
+        kwargs = {"padding": True, "return_tensors": "pt"}
+        if tok.bos_token and all(t.startswith(tok.bos_token) for t in texts):
+            kwargs["add_special_tokens"] = False
+        images = [it.get("image") for it in items]
+        if any(im is not None for im in images):
+            kwargs["images"] = ([[im] if im is not None else [] for im in images] if self.family.nested_images
+                                else [im for im in images if im is not None])
+        side, tok.padding_side = tok.padding_side, "right"
+        try:
+            batch = dict(self.processor(text=texts, **kwargs))
+        finally:
+            tok.padding_side = side
+        labels = torch.full_like(batch["input_ids"], IGNORE_INDEX)
+        for row, it in enumerate(items):
+            real = batch["attention_mask"][row].bool()
+            expanded = batch["input_ids"][row][real].tolist()
+            aligned = align_labels(expanded, it["input_ids"].tolist(), it["labels"].tolist(), self.image_token_id,
+                                   it["name"])
+            labels[row, real.nonzero().squeeze(1)] = torch.tensor(aligned, dtype=torch.long)
+        batch["labels"] = labels
         return batch

@@ -51,12 +51,17 @@ class LazySupervisedDataset(Dataset):
     """
 
     def __init__(self, path: str | Path, *, image_folder: str | Path | None, tokenizer, image_processor,
-                 template: str, image_token_id: int, num_image_tokens: int, model_max_length: int | None):
+                 template: str, image_token_id: int, num_image_tokens: int, model_max_length: int | None,
+                 builder=None):
+        """`builder`: another family's FamilyExampleBuilder (llava/data/family_examples.py) in place of our
+        templates; its items then carry the rendered text and the decoded image, for its processor to turn
+        into the batch (FamilyCollator), and image_processor is not used."""
         self.path = str(path)
         self.image_folder = Path(image_folder) if image_folder else None
         self.image_processor = image_processor
-        self.builder = ExampleBuilder(get_template(template), tokenizer, image_token_id, num_image_tokens,
-                                      model_max_length)
+        self.family = builder is not None
+        self.builder = builder or ExampleBuilder(get_template(template), tokenizer, image_token_id, num_image_tokens,
+                                                 model_max_length)
         self.max_length = model_max_length
         records = read_records(path)
         if not records:
@@ -162,7 +167,12 @@ class LazySupervisedDataset(Dataset):
             "input_ids": torch.tensor(example.input_ids, dtype=torch.long),
             "labels": torch.tensor(example.labels, dtype=torch.long),
         }
+        if self.family:
+            item["text"], item["name"] = example.text, name
         if self.has_image[i]:
             image = load_image(self._image_path(record, name))
-            item["pixel_values"] = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+            if self.family:
+                item["image"] = image
+            else:
+                item["pixel_values"] = self.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
         return item

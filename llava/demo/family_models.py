@@ -64,7 +64,10 @@ MISTRAL_TEMPLATE = ("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'u
                     "{{ m['content'] if m['content'] is string else m['content'][0]['text'] }}</s>"
                     "{% else %}{{ m['content'] }}\n\n{% endif %}{% endfor %}")
 
+# initializer_range 0.5 (not 0.02): with a frozen random lm_head behind a norm, logits of 0.02-scale weights
+# stay too small for a LoRA run to drive the loss on a few records near zero (tests overfit them).
 TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+            initializer_range=0.5,
             max_position_embeddings=1024)
 
 
@@ -125,7 +128,7 @@ def blip2():
         qformer_config=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
                             encoder_hidden_size=32, vocab_size=64),
         text_config=dict(model_type="opt", vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, ffn_dim=64,
-                         num_attention_heads=4, word_embed_proj_dim=32, max_position_embeddings=1024,
+                         num_attention_heads=4, word_embed_proj_dim=32, max_position_embeddings=1024, init_std=0.5,
                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
         num_query_tokens=4, image_token_index=tok.convert_tokens_to_ids("<image>"))
     return config, processor

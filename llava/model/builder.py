@@ -28,7 +28,7 @@ from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 from llava.model.convert import load_original
 from llava.model.directories import ModelDir, lora_base, open_model_dir, read_non_lora_trainables
 from llava.model.errors import ModelLoadError, loading
-from llava.model.families import LLAVA, Family
+from llava.model.families import LLAVA, Family, image_token_id_of
 from llava.model.lora import apply_lora, load_non_lora_into
 from llava.model.processor import load_processor, num_image_tokens
 from llava.model.projector import model_class_for, projector_type_of
@@ -71,8 +71,7 @@ class LoadedModel:
 
     @property
     def image_token_id(self) -> int:
-        config = self.model.config
-        return getattr(config, "image_token_id", None) or getattr(config, "image_token_index", None)
+        return image_token_id_of(self.model.config)
 
     def __iter__(self):
         """The original's `tokenizer, model, image_processor, context_len = load_pretrained_model(...)`."""
@@ -141,9 +140,6 @@ def load_pretrained_model(
             base = target
         non_lora = read_non_lora_trainables(lora) if lora else {}
         family = base.family if base.kind == "hf" else LLAVA
-        if lora and not family.native:
-            raise ModelLoadError(f"{lora.path}: LoRA runs of {family.title} models do not load yet; "
-                                 "merge the adapter with peft, or use a LLaVA-1.5 base")
         kwargs = from_pretrained_kwargs(device, dtype, attn_implementation or attention_implementation(device),
                                         load_4bit, load_8bit, quant_type, double_quant, family.full_precision)
 
@@ -153,7 +149,7 @@ def load_pretrained_model(
         # 3. apply LoRA: the fully trained parts (projector; a bare-LLM base has them already, and a
         # second copy changes nothing), then the adapter
         if lora:
-            ptype = projector_type_of(model.config)
+            ptype = projector_type_of(model.config) if family.native else None  # None: names as saved
             load_non_lora_into(model, non_lora, ptype, str(lora.path))
             merge = merge_lora and not (load_4bit or load_8bit)
             if merge_lora and not merge:
@@ -204,7 +200,8 @@ def _load(base: ModelDir, kwargs: dict, vision_tower, image_aspect_ratio, lora: 
         config = base.transformers_config()
         base.family.check_config(config)
         model = AutoModelForImageTextToText.from_pretrained(base.path, config=config, **kwargs)
-        return model, base.family.load_processor(base.path)
+        has_processor = lora and (lora.path / "tokenizer_config.json").exists()  # ours: saved with the run
+        return model, base.family.load_processor(lora.path if has_processor else base.path)
     if base.kind == "hf":
         check_safetensors(weight_files(base.path))  # a damaged file named here; safetensors' own error names none
         config = base.transformers_config()

@@ -249,9 +249,12 @@ def plain_name(key: str) -> str:
     return _PEFT_WRAPPING.sub("", key).removeprefix("base_model.model.")
 
 
-def to_hf_name(name: str, projector_type: str) -> str | None:
-    """A module/tensor name from either naming (peft-wrapped or not), in transformers llava's naming."""
+def to_hf_name(name: str, projector_type: str | None) -> str | None:
+    """A module/tensor name from either naming (peft-wrapped or not), in transformers llava's naming.
+    projector_type None: a model of another family, whose names have one form only (peft's peeled off)."""
     name = plain_name(name)
+    if projector_type is None:
+        return name
     if name.startswith(HF_PREFIXES):
         return name
     return original_key_to_hf(name, projector_type)

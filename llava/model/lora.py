@@ -42,10 +42,11 @@ def load_non_lora_into(model, state: dict[str, torch.Tensor], projector_type: st
             target.copy_(tensor.to(target.dtype))
 
 
-def language_model_linear_names(model) -> list[str]:
-    """Suffixes of the LLM's Linear layers: what LoRA targets (never tower, projector or lm_head)."""
+def language_model_linear_names(model, llm_path: str | None = None) -> list[str]:
+    """Suffixes of the LLM's Linear layers: what LoRA targets (never tower, projector or lm_head).
+    llm_path: the language model's module path (a family's); found by name for LLaVA."""
     names = set()
-    for name, module in model.get_submodule(_llm_path(model)).named_modules():
+    for name, module in model.get_submodule(llm_path or _llm_path(model)).named_modules():
         parts = name.split(".")
         if any(p.startswith("lora_") for p in parts):
             continue  # inside an existing LoRA layer
@@ -61,13 +62,15 @@ def _llm_path(model) -> str:
     raise ValueError("model has no language_model")
 
 
-def llm_target_regex(suffixes) -> str:
-    """peft target_modules as a regex confined to the language model.
+def llm_target_regex(suffixes, llm_path: str | None = None) -> str:
+    """peft target_modules as a regex confined to the language model (at llm_path, a family's, when given).
 
     A bare list like ["q_proj", ...] would also match CLIP's q_proj/k_proj/v_proj
     in transformers' llava (the original attached LoRA before the tower existed).
     """
     alt = "|".join(re.escape(s) for s in sorted(suffixes))
+    if llm_path:
+        return rf"(.*\.)?{re.escape(llm_path)}\..*\.({alt})"
     return rf".*\.language_model\..*\.({alt})"
 
 

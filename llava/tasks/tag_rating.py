@@ -49,7 +49,7 @@ from llava.eval.resumable import ResumableRun, Words, add_batch_args, batch_outp
 from llava.mm_utils import load_image
 from llava.model.args import add_model_args
 from llava.model.flags import check_flags
-from llava.model.inputs import build_batch
+from llava.model.inputs import build_batch, render_prompt
 from llava.tasks.rating_prompt import ANSWER_PREFIX, SCORE_PREFIX, format_answer, parse_answer, rating_prompt
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,8 @@ class ConstrainedRater:
 
     def _prefix(self, question: Question, partial: str) -> str:
         """The prompt with the assistant's answer begun as `partial`, in the model's template."""
+        if not self.loaded.family.native:  # another family: its generation prompt, then the answer begun
+            return render_prompt(self.loaded, question.text, question.image is not None) + partial
         template = get_template(self.conv_mode or self.loaded.conv_mode)
         user = first_turn_with_image(question.text) if question.image else question.text
         text, spans = template.render([(USER, user), ("assistant", partial)], eos_token=self.loaded.tokenizer.eos_token)
@@ -155,12 +157,12 @@ class ConstrainedRater:
         common = 0
         while all(len(r) > common for r in rows) and len({r[common] for r in rows}) == 1:
             common += 1
-        width = batch["input_ids"].shape[1]
         totals = []
         for r, ids in enumerate(rows):
-            pad = width - len(ids)
+            # where row r's tokens sit (after its padding; BLIP-2's processor pads after its query tokens)
+            at = batch["attention_mask"][r].bool().nonzero().squeeze(1).tolist()
             # logits at position p predict the token at p + 1
-            totals.append(sum(logprobs[r, pad + j - 1, ids[j]].item() for j in range(common, len(ids))))
+            totals.append(sum(logprobs[r, at[j] - 1, ids[j]].item() for j in range(common, len(ids))))
         return max(range(6), key=lambda d: totals[d]), explanation
 
 

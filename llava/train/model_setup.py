@@ -27,14 +27,15 @@ from llava.conversation import get_template
 from llava.model.builder import attention_implementation, load_pretrained_model
 from llava.model.compose import ComposeOptions, compose_from_pretrained
 from llava.model.cpu_attention import register_cpu_sdpa_fp32
-from llava.model.directories import to_hf_name
+from llava.model.directories import plain_name, to_hf_name
+from llava.model.families import family_of_model
 from llava.model.lora import language_model_linear_names, llm_target_regex, load_non_lora_into
 from llava.model.projector import projector_type_of
 from llava.model.weights import load_tensor_file
 
 log = logging.getLogger(__name__)
 
-PROJECTOR, TOWER = "multi_modal_projector", "vision_tower"
+PROJECTOR = "multi_modal_projector"
 
 
 def training_device(training_args) -> str:
@@ -80,6 +81,17 @@ def load_model(model_args, data_args, training_args):
             n = sum(name in kinds for name in names)
             log.info("quantized base for QLoRA: %d %s layers (bitsandbytes, %d-bit)",
                      n, "/".join(kinds), training_args.bits)
+    family = family_of_model(model)
+    if not family.native:
+        # Another family renders with its own processor and chat template: LLaVA's template, pad-to-square
+        # and projector files do not apply.
+        if model_args.pretrain_mm_mlp_adapter:
+            raise SystemExit(f"train.py: --pretrain_mm_mlp_adapter is LLaVA-1.5's; {family.title} models have "
+                             "their projector already")
+        log.info("%s model: conversations rendered with its processor's chat template (--version not used)",
+                 family.title)
+        model.config.use_cache = False
+        return model, processor
     processor.image_processor.do_pad = data_args.image_aspect_ratio == "pad"
     if model_args.pretrain_mm_mlp_adapter:
         load_projector(model, model_args.pretrain_mm_mlp_adapter)
@@ -117,26 +129,28 @@ def load_projector(model, path: str) -> None:
 
 def configure_trainable(model, model_args, training_args):
     """Freeze, wrap in LoRA where asked; return the model to train."""
+    family = family_of_model(model)
     model.requires_grad_(False)
     if training_args.bits in (4, 8):
         model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=training_args.gradient_checkpointing)
     if training_args.lora_enable:
+        llm = None if family.native else family.language_model  # LLaVA: the regex it always had
         config = LoraConfig(
             r=training_args.lora_r,
             lora_alpha=training_args.lora_alpha,
             lora_dropout=training_args.lora_dropout,
             bias=training_args.lora_bias,
-            target_modules=llm_target_regex(language_model_linear_names(model)),
+            target_modules=llm_target_regex(language_model_linear_names(model, llm), llm),
             task_type="CAUSAL_LM",
         )
         model = get_peft_model(model, config)
     elif not model_args.tune_mm_mlp_adapter and not model_args.freeze_backbone:
-        _set(model, lambda n: ".language_model." in f".{n}" or n.startswith("lm_head"), True)
+        _set(model, lambda n: family.is_language_model(plain_name(n)), True)
     if not training_args.freeze_mm_mlp_adapter:
-        _set(model, lambda n: PROJECTOR in n, True)
+        _set(model, lambda n: f".{family.projector}." in f".{plain_name(n)}", True)
     if model_args.unfreeze_mm_vision_tower:
-        _set(model, lambda n: f"{TOWER}." in n, True)
+        _set(model, lambda n: f".{family.vision}." in f".{plain_name(n)}", True)
     if training_args.gradient_checkpointing:
         # Frozen embeddings would cut the graph at the first checkpointed layer.
         model.enable_input_require_grads()

@@ -19,8 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import transformers  # noqa: E402
 
-from llava.data.collate import DataCollator  # noqa: E402
+from llava.data.collate import DataCollator, FamilyCollator  # noqa: E402
 from llava.data.dataset import LazySupervisedDataset  # noqa: E402
+from llava.data.family_examples import FamilyExampleBuilder  # noqa: E402
+from llava.model.families import BY_MODEL_TYPE, LLAVA, image_token_id_of  # noqa: E402
 from llava.train.args import parse_args  # noqa: E402
 from llava.train.callbacks import LossLogCallback  # noqa: E402
 from llava.train.model_setup import configure_trainable, load_model  # noqa: E402
@@ -39,6 +41,14 @@ def _setup_reporting(training_args) -> None:
 
 
 def make_dataset(path: str, data_args, training_args, model_args, processor, model_config):
+    family = family_of_model_config(model_config)
+    if not family.native:  # rendered by its processor (llava/data/family_examples.py)
+        image_token = image_token_id_of(model_config)
+        builder = FamilyExampleBuilder(family, processor, image_token, training_args.model_max_length)
+        return LazySupervisedDataset(path, image_folder=data_args.image_folder, tokenizer=processor.tokenizer,
+                                     image_processor=None, template=model_args.version, image_token_id=image_token,
+                                     num_image_tokens=0, model_max_length=training_args.model_max_length,
+                                     builder=builder)
     return LazySupervisedDataset(
         path,
         image_folder=data_args.image_folder,
@@ -49,6 +59,18 @@ def make_dataset(path: str, data_args, training_args, model_args, processor, mod
         num_image_tokens=model_config.image_seq_length,
         model_max_length=training_args.model_max_length,
     )
+
+
+def family_of_model_config(config):
+    return BY_MODEL_TYPE.get(config.model_type, LLAVA)
+
+
+def make_collator(processor, config):
+    family = family_of_model_config(config)
+    if family.native:
+        return DataCollator(pad_token_id=processor.tokenizer.pad_token_id)
+    image_token = image_token_id_of(config)
+    return FamilyCollator(family, processor, image_token)
 
 
 def last_checkpoint(output_dir: str) -> str | None:
@@ -84,7 +106,7 @@ def train(argv: list[str] | None = None) -> LLaVATrainer:
         args=training_args,
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=DataCollator(pad_token_id=processor.tokenizer.pad_token_id),
+        data_collator=make_collator(processor, config),
         callbacks=[LossLogCallback(training_args.output_dir)],
         processor=processor,
         projector_only=model_args.tune_mm_mlp_adapter,

@@ -17,13 +17,15 @@ from transformers import Trainer
 
 from llava.data.sampler import LengthGroupedSampler
 from llava.model.cpu_features import cpu_has_native_bf16
+from llava.model.directories import plain_name
+from llava.model.families import family_of_model
 from llava.model.lora import save_lora
 from llava.model.processor import save_processor
 from llava.train.loss import answer_positions_loss
 
 log = logging.getLogger(__name__)
 
-PROJECTOR, TOWER = "multi_modal_projector", "vision_tower."
+PROJECTOR = "multi_modal_projector"
 
 
 def _is_peft(model) -> bool:
@@ -44,6 +46,7 @@ class LLaVATrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.processor = processor
         self.projector_only = projector_only
+        self.family = family_of_model(self._unwrapped_base(self.model))
         self.cpu_bf16 = use_cpu_bf16(self.args)
         if self.cpu_bf16:
             log.info("CPU bf16 autocast on (--cpu_bf16 %s)", self.args.cpu_bf16)
@@ -69,12 +72,13 @@ class LLaVATrainer(Trainer):
         if self.optimizer is not None:
             return self.optimizer
         decay = set(self.get_decay_parameter_names(opt_model))
-        special = {PROJECTOR: self.args.mm_projector_lr, TOWER: self.args.mm_vision_tower_lr}
+        special = {f".{self.family.projector}.": self.args.mm_projector_lr,
+                   f".{self.family.vision}.": self.args.mm_vision_tower_lr}
         groups: dict[tuple, dict] = {}
         for name, p in opt_model.named_parameters():
             if not p.requires_grad:
                 continue
-            part = next((k for k, lr in special.items() if lr is not None and k in name), None)
+            part = next((k for k, lr in special.items() if lr is not None and k in f".{plain_name(name)}"), None)
             key = (part, name in decay)
             if key not in groups:
                 group = {"params": [], "weight_decay": self.args.weight_decay if name in decay else 0.0}
@@ -94,13 +98,14 @@ class LLaVATrainer(Trainer):
 
     # ---- loss ---------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.args.lm_head_on_labels_only and not return_outputs and "labels" in inputs:
+        # Another family's forward is its own (cross-attention, query tokens): its loss is the model's.
+        if self.args.lm_head_on_labels_only and not return_outputs and "labels" in inputs and self.family.native:
             loss = self._answer_positions_loss(model, inputs, num_items_in_batch)
         else:
             out = super().compute_loss(model, inputs, return_outputs=return_outputs,
                                        num_items_in_batch=num_items_in_batch)
             loss = out[0] if return_outputs else out
-        if "pixel_values" not in inputs and self._zero3():
+        if "pixel_values" not in inputs and self._zero3() and self.family.native:
             # ZeRO-3 gathers each module's weights collectively: if one rank's batch is text-only
             # and skips the tower while another's runs it, the ranks wait for each other forever.
             # Run the tower on a blank image and add it with weight zero.

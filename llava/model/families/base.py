@@ -18,10 +18,10 @@ goes through its transformers processor, as stated here:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-import torch
-from transformers import AutoProcessor
+if TYPE_CHECKING:
+    import torch
 
 
 class FamilyError(ValueError):
@@ -35,12 +35,17 @@ class Family:
     model_types: tuple[str, ...]  # config.json model_type values
     language_model: str  # module path of the decoder (LoRA's targets are its Linear layers)
     vision: str  # module path of the vision encoder
+    projector: str  # module path of what maps image features into the language model (trains with LoRA)
     full_precision: tuple[str, ...]  # module paths kept out of 4-/8-bit quantization
     plain_prompt: str | None = None  # "Question: {question} Answer:" for a family without a chat template
     nested_images: bool = False  # the processor takes one list of images per prompt (mllama)
     system_prompt: bool = True  # the prompt has a place for a system message
     needs_image: bool = False  # cannot answer without an image (BLIP-2's prompt starts with its query tokens)
     example: str = ""  # a released checkpoint of the family
+
+    def is_language_model(self, name: str) -> bool:
+        """Whether a parameter name (peft's wrapping peeled off) is in the language model or its head."""
+        return name.startswith(self.language_model + ".") or ".lm_head." in f".{name}"
 
     @property
     def native(self) -> bool:
@@ -79,6 +84,10 @@ class Family:
     # ---- loading ---------------------------------------------------------------------------------
     def load_processor(self, path):
         """The directory's own processor (AutoProcessor), with a pad token for batches."""
+        # Here, not at the top: the family registry is read by commands that start without transformers
+        # (scripts/task_data_preprocessing.py checks its --model-family in a second, not ten).
+        from transformers import AutoProcessor  # noqa: PLC0415
+
         processor = AutoProcessor.from_pretrained(path)
         tok = processor.tokenizer
         if tok.pad_token is None:  # batches need one; the attention mask keeps it out of the answers
@@ -121,3 +130,4 @@ class Family:
     def vision_dtype(self, model) -> torch.dtype:
         base = model.get_base_model() if hasattr(model, "get_base_model") else model
         return next(base.get_submodule(self.vision).parameters()).dtype
+

@@ -14,6 +14,7 @@ BLIP2 = Family(
     model_types=("blip-2",),
     language_model="language_model.model",
     vision="vision_model",
+    projector="language_projection",
     full_precision=("vision_model", "qformer", "query_tokens", "language_projection", "language_model.lm_head"),
     plain_prompt="Question: {question} Answer:",
     system_prompt=False,

@@ -12,6 +12,7 @@ LLAVA = Family(
     model_types=("llava", "llava_mmproj"),
     language_model="model.language_model",
     vision="model.vision_tower",
+    projector="model.multi_modal_projector",
     full_precision=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
     example="llava-hf/llava-1.5-7b-hf",
 )

@@ -10,6 +10,7 @@ LLAVA_NEXT = Family(
     model_types=("llava_next",),
     language_model="model.language_model",
     vision="model.vision_tower",
+    projector="model.multi_modal_projector",
     full_precision=("model.vision_tower", "model.multi_modal_projector", "lm_head"),
     example="llava-hf/llava-v1.6-mistral-7b-hf",
 )

@@ -12,6 +12,7 @@ MLLAMA = Family(
     model_types=("mllama",),
     language_model="model.language_model",
     vision="model.vision_model",
+    projector="model.multi_modal_projector",
     full_precision=("model.vision_model", "model.multi_modal_projector", "lm_head"),
     nested_images=True,
     example="meta-llama/Llama-3.2-11B-Vision-Instruct",

@@ -10,6 +10,7 @@ QWEN2_VL = Family(
     model_types=("qwen2_vl", "qwen2_5_vl"),
     language_model="model.language_model",
     vision="model.visual",
+    projector="model.visual.merger",
     full_precision=("model.visual", "lm_head"),
     example="Qwen/Qwen2-VL-2B-Instruct",
 )
