@@ -31,7 +31,7 @@ browser:
 	  echo "note: no Chromium and cannot install it: the web UI tests will be skipped"
 
 test: install browser
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25 tests
 
 # The layer contract (.importlinter) and the linter (ruff.toml); tests/test_structure.py runs both in `make test`.
 lint: install

@@ -132,6 +132,11 @@ def test_blip2_refuses_what_it_cannot_do(loaded):
     with pytest.raises(FamilyError, match="no system prompt"):
         render_prompt(lm, "Hello?", has_image=True, system="Be brief.")
     assert render_prompt(lm, "", True) == ""  # a caption: no prompt at all
+    from llava.model.inputs import check_image_count, prompt_ids  # noqa: PLC0415
+
+    typed = render_prompt(lm, "What is <image> here?", True)  # BLIP-2's own image token, typed in
+    with pytest.raises(ValueError, match="typed into the text"):
+        check_image_count(lm, prompt_ids(lm, typed), True)
     assert render_prompt(lm, "And now?", True, history=[("What is it?", "a cat")]) == \
         "Question: What is it? Answer: a cat Question: And now? Answer:"
 
@@ -339,3 +344,19 @@ def test_preprocessing_refuses_options_the_family_cannot_train_on(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert result.returncode == 2
     assert "--turns-per-image 3: BLIP-2" in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_blip2_beam_search_batched_as_one_at_a_time(family_dirs, question_folder, tmp_path):
+    """Captioning's decoding (beam search 5, as the captioning system our users come from) on BLIP-2."""
+    from llava.eval import model_vqa  # noqa: PLC0415
+
+    def answers(batch_size: int) -> dict:
+        out = tmp_path / f"beam{batch_size}.jsonl"
+        model_vqa.main(["--model-path", str(family_dirs["blip2"]), "--question-file", str(question_folder / "q.jsonl"),
+                        "--image-folder", str(question_folder / "img"), "--answers-file", str(out),
+                        "--batch-size", str(batch_size), "--max-new-tokens", "6", "--num-beams", "5",
+                        "--no-progress"])
+        return {r["question_id"]: r["text"] for r in map(json.loads, out.read_text().splitlines())}
+
+    batched = answers(4)
+    assert batched == answers(1) and len(batched) == 6

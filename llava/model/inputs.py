@@ -62,8 +62,11 @@ def pad_left(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, 
 def check_image_count(loaded, ids: Sequence[int], has_image: bool) -> None:
     if not loaded.family.native:
         n_img = list(ids).count(loaded.image_token_id)
-        if n_img > int(has_image) or (has_image and n_img == 0 and loaded.family.plain_prompt is None):
-            raise ValueError(f"prompt has {n_img} image placeholders but {int(has_image)} image given")
+        # a template puts the placeholder in for the image; BLIP-2's processor adds its query tokens itself
+        expected = int(has_image) if loaded.family.plain_prompt is None else 0
+        if n_img != expected:
+            raise ValueError(f"prompt has {n_img} image placeholders where {expected} belong "
+                             f"({int(has_image)} image given): is the image token typed into the text?")
         return
     n_img = list(ids).count(loaded.image_token_id) // loaded.num_image_tokens
     if n_img != int(has_image):
