@@ -61,7 +61,7 @@ def test_lora_run_overfits_and_merges_into_a_plain_transformers_model(setup, tmp
 
     root, task, dirs = setup
     out = tmp_path / "lora"
-    launch("finetune_task_lora.sh", out, dirs[family], task, "--max_steps", "30", "--learning_rate", "1e-2",
+    launch("finetune_task_lora.sh", out, dirs[family], task, "--max_steps", "20", "--learning_rate", "1e-2",
            "--lr_scheduler_type", "constant", "--warmup_ratio", "0", "--lora_r", "16", "--lora_alpha", "32")
     seq = losses(out)
     print(family, "loss", seq[0], "->", seq[-1])
