@@ -111,3 +111,49 @@ def process_images(images, image_processor, model_cfg=None):
     one (N, 3, H, W) tensor for the model. How an image is fitted to the square (pad, or squash) is the
     processor's own setting, saved with the model, so model_cfg is accepted and not needed."""
     return image_processor(list(images), return_tensors="pt")["pixel_values"]
+
+
+def __getattr__(name: str):
+    """KeywordsStoppingCriteria is built on transformers' StoppingCriteria when first asked for: this module is
+    imported by preprocessing, which must start without transformers (seconds)."""
+    if name == "KeywordsStoppingCriteria":
+        cls = _keywords_stopping_criteria()
+        globals()[name] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _keywords_stopping_criteria():
+    import torch  # noqa: PLC0415 - see __getattr__
+    from transformers import StoppingCriteria  # noqa: PLC0415
+
+    class KeywordsStoppingCriteria(StoppingCriteria):
+        """Drop-in for the original's `KeywordsStoppingCriteria(keywords, tokenizer, input_ids)`, passed to
+        `model.generate(..., stopping_criteria=[...])`: a row is done once the text it generated after the
+        prompt (`input_ids`, the prompt batch) contains one of the keywords, such as the template's "</s>".
+        Each row stops on its own (the original stopped the batch only when every row had)."""
+
+        def __init__(self, keywords, tokenizer, input_ids):
+            self.keywords = [k for k in keywords if k]
+            self.tokenizer = tokenizer
+            self.start_len = input_ids.shape[-1]
+            # The keywords' own token ids, checked first: cheaper than decoding.
+            self.keyword_ids = []
+            for k in self.keywords:
+                ids = tokenizer(k, add_special_tokens=False).input_ids
+                if ids:
+                    self.keyword_ids.append(ids)
+            self.window = max((len(i) for i in self.keyword_ids), default=1) + 4  # tokens decoded per check
+
+        def __call__(self, input_ids, scores, **kwargs):
+            done = []
+            for row in input_ids:
+                new = row[self.start_len:].tolist()
+                hit = any(len(new) >= len(k) and new[-len(k):] == k for k in self.keyword_ids)
+                if not hit and new:
+                    text = self.tokenizer.decode(new[-self.window:], skip_special_tokens=False)
+                    hit = any(k in text for k in self.keywords)
+                done.append(hit)
+            return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+    return KeywordsStoppingCriteria

@@ -160,3 +160,46 @@ def test_process_images_gives_the_pixels_the_model_is_given(tiny_loaded, photo_p
     batch = build_batch(tiny_loaded, [prompt], [image])
     assert pixels.shape[:2] == (1, 3) and torch.equal(pixels.to(batch["pixel_values"].dtype),
                                                           batch["pixel_values"])
+
+
+def test_load_pretrained_model_takes_the_originals_positional_order(tiny_hf):
+    from llava.model.builder import load_pretrained_model  # noqa: PLC0415
+
+    path = str(tiny_hf)
+    # (model_path, model_base, model_name, load_8bit, load_4bit, device_map, device, use_flash_attn)
+    tokenizer, model, image_processor, context_len = load_pretrained_model(
+        path, None, get_model_name_from_path(path), False, False, "auto", "cpu", True)
+    assert model.device.type == "cpu" and context_len > 0 and image_processor is not None
+    _, model, _, _ = load_pretrained_model(path, None, None, device_map={"": "cpu"}, torch_dtype=torch.float32)
+    assert model.device.type == "cpu" and model.dtype == torch.float32
+    with pytest.raises(ValueError, match="one device only"):
+        load_pretrained_model(path, device_map={"model": "cpu", "lm_head": "cuda:0"})
+
+
+def test_keywords_stopping_criteria_stops_each_row_at_its_keyword(tiny_loaded, photo_path):
+    from llava.mm_utils import KeywordsStoppingCriteria  # noqa: PLC0415 - built when first asked for
+
+    image = load_image(photo_path)
+    prompt = get_template("vicuna_v1").prompt("<image>\nWhat is it?", eos_token=tiny_loaded.tokenizer.eos_token)
+    batch = build_batch(tiny_loaded, [prompt], [image])
+    tok = tiny_loaded.tokenizer
+    free = tiny_loaded.model.generate(**batch, max_new_tokens=8, do_sample=False, min_new_tokens=8)
+    new = free[0, batch["input_ids"].shape[1]:].tolist()
+    keyword = tok.decode(new[:3], skip_special_tokens=True).strip().split()[-1]  # a word it says early on
+    stop = KeywordsStoppingCriteria([keyword], tok, batch["input_ids"])
+    cut = tiny_loaded.model.generate(**batch, max_new_tokens=8, do_sample=False, min_new_tokens=8,
+                                     stopping_criteria=[stop])
+    said = tok.decode(cut[0, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert keyword in said and cut.shape[1] < free.shape[1]  # stopped once the keyword was out, not at 8
+
+
+def test_single_pred_prompt_appends_the_originals_multiple_choice_line(tiny_hf, photo_path, tmp_path):
+    questions = tmp_path / "q.jsonl"
+    row = {"question_id": 1, "image": photo_path.name, "text": "Which? A. red B. blue"}
+    questions.write_text(json.dumps(row) + "\n")
+    out = tmp_path / "a.jsonl"
+    model_vqa(["--model-path", str(tiny_hf), "--question-file", str(questions), "--image-folder",
+               str(photo_path.parent), "--answers-file", str(out), "--max-new-tokens", "2", "--no-progress",
+               "--single-pred-prompt"])
+    assert answers(out)[1]["prompt"] == ("Which? A. red B. blue\n"
+                                         "Answer with the option's letter from the given choices directly.")

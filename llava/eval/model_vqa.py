@@ -33,6 +33,7 @@ model_id, metadata}`.  What differs from the original model_vqa(_loader):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import logging
 import time
@@ -44,6 +45,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
+from llava.constants import MULTIPLE_CHOICE_PROMPT
 from llava.eval.answers_file import AnswersFile
 from llava.eval.output_paths import refuse_outputs_over_images
 from llava.eval.question_file import Question, get_chunk, read_questions
@@ -91,6 +93,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="on a CPU, run the matmuls in bf16 autocast (weights stay fp32): faster where the CPU "
                          "has bf16 instructions (AVX512-BF16 or AMX); answers may differ a little from fp32's")
     ap.add_argument("--seed", type=int, default=0, help="for sampling (--temperature > 0)")
+    ap.add_argument("--single-pred-prompt", action="store_true",
+                    help=f"append '{MULTIPLE_CHOICE_PROMPT}' to every question, as the original's ScienceQA and "
+                         "MMBench runs do (the answer record's prompt includes it)")
     args = ap.parse_args(argv)
     # Every flag is checked here, before a file is read or the model loads (llava/model/flags.py).
     check_flags(ap, args)
@@ -291,6 +296,8 @@ def main(argv=None) -> dict:
     if not questions and not bad:
         print(f"{args.question_file}: no questions (the file is empty)")
     questions = get_chunk(questions, args.num_chunks, args.chunk_idx)
+    if args.single_pred_prompt:
+        questions = [dataclasses.replace(q, text=f"{q.text}\n{MULTIPLE_CHOICE_PROMPT}") for q in questions]
     with ResumableRun(args.answers_file, args) as batch:
         batch.errors += [{"line": b.line, "question_id": b.question_id, "error": b.error} for b in bad]
         todo = batch.todo(questions)

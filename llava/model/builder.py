@@ -78,6 +78,25 @@ class LoadedModel:
         return iter((self.tokenizer, self.model, self.image_processor, self.context_len))
 
 
+def device_of(device_map, device: str | None) -> str:
+    """One device from the original's pair: `device` when given, else a single-device device_map."""
+    if device not in (None, "auto"):
+        return device
+    if isinstance(device_map, dict):
+        places = set(device_map.values())
+        if len(places) != 1:
+            raise ValueError(f"device_map {device_map!r}: one device only (a model split over several is not "
+                             "supported); give device='cuda:0', or device_map={'': 'cuda:0'}")
+        return _device_name(places.pop())
+    if device_map not in (None, "auto"):
+        return _device_name(device_map)
+    return "auto"
+
+
+def _device_name(place) -> str:
+    return f"cuda:{place}" if isinstance(place, int) else str(place)  # accelerate's {"": 0} is GPU 0
+
+
 def resolve_device(device: str | None) -> str:
     if device in (None, "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
@@ -108,8 +127,12 @@ def load_pretrained_model(
     model_name: str | None = None,  # accepted for compatibility with the original; never used
     load_8bit: bool = False,
     load_4bit: bool = False,
-    device: str | None = "auto",
+    device_map: str | dict | None = "auto",  # the original's: "auto", a device, or {"": device}
+    device: str | None = None,
+    use_flash_attn: bool = False,  # the original's: flash-attn on a GPU (ours picks it there by itself)
+    *,
     dtype: torch.dtype | None = None,
+    torch_dtype: torch.dtype | None = None,  # the original's name for dtype
     vision_tower: str | None = None,
     image_aspect_ratio: str | None = None,
     merge_lora: bool = True,
@@ -118,10 +141,17 @@ def load_pretrained_model(
     double_quant: bool = True,
     cache_dir: str | None = None,
 ) -> LoadedModel:
+    """The first eight parameters are the original LLaVA's, in its order, so its positional calls work
+    unchanged; the rest are keyword-only.  The result unpacks as the original's
+    `tokenizer, model, image_processor, context_len`."""
     if load_4bit and load_8bit:
         raise ValueError("choose one of load_4bit and load_8bit")
+    device = device_of(device_map, device)
+    dtype = dtype or torch_dtype
     with loading(model_path):  # anything else that goes wrong, as ModelLoadError naming the directory
         device = resolve_device(device)
+        if use_flash_attn and attn_implementation is None and device.startswith("cuda"):
+            attn_implementation = "flash_attention_2"
         dtype = dtype or default_dtype(device)
 
         # 1. detect: what the path is, and for a LoRA run what its base is
