@@ -203,3 +203,22 @@ def test_single_pred_prompt_appends_the_originals_multiple_choice_line(tiny_hf, 
                "--single-pred-prompt"])
     assert answers(out)[1]["prompt"] == ("Which? A. red B. blue\n"
                                          "Answer with the option's letter from the given choices directly.")
+
+
+@pytest.mark.bad_input
+def test_a_hub_id_is_looked_up_unless_the_caller_sets_offline(tmp_path, photo_path):
+    """inference.sh does not force offline mode: without HF_HUB_OFFLINE it goes to the hub (here an endpoint
+    that refuses connections: this machine has no hub); with it, the error says so and names the model."""
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question_id": 1, "image": photo_path.name, "text": "What?"}) + "\n")
+    flags = ["--model-path", "someorg/some-model", "--question-file", str(questions), "--image-folder",
+             str(photo_path.parent), "--answers-file", str(tmp_path / "a.jsonl")]
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_OFFLINE"}
+    env.update(HF_ENDPOINT="http://127.0.0.1:9", PYTHON=sys.executable)
+    online = subprocess.run(["bash", "inference.sh", *flags], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert online.returncode != 0 and "Connection refused" in online.stderr, online.stderr[-2000:]
+    offline = subprocess.run(["bash", "inference.sh", *flags], cwd=ROOT, env={**env, "HF_HUB_OFFLINE": "1"},
+                             capture_output=True, text=True, timeout=300)
+    assert offline.returncode != 0
+    assert "HF_HUB_OFFLINE is set while someorg/some-model is not in the Hugging Face cache" in offline.stderr

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from huggingface_hub import constants as hf_constants
 from huggingface_hub import snapshot_download
 from transformers import CONFIG_MAPPING, PreTrainedConfig
 
@@ -162,6 +163,10 @@ def local_dir(path: str, flag: str = "--model-path", cache_dir: str | None = Non
     try:
         return Path(snapshot_download(path, cache_dir=cache_dir, ignore_patterns=NOT_TORCH))
     except Exception as exc:
+        if hf_constants.HF_HUB_OFFLINE:
+            raise ModelLoadError(f"{flag} {path}: not a local directory, and HF_HUB_OFFLINE is set while {path} is "
+                                 f"not in the Hugging Face cache ({cache_dir or hf_constants.HF_HUB_CACHE}): run once "
+                                 "with HF_HUB_OFFLINE unset to download it, or give a local directory") from exc
         raise ModelLoadError(f"{flag} {path}: not a local directory, and not available from the hub ({exc})") from exc
 
 
