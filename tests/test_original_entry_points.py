@@ -222,3 +222,10 @@ def test_a_hub_id_is_looked_up_unless_the_caller_sets_offline(tmp_path, photo_pa
                              capture_output=True, text=True, timeout=300)
     assert offline.returncode != 0
     assert "HF_HUB_OFFLINE is set while someorg/some-model is not in the Hugging Face cache" in offline.stderr
+
+
+def test_train_mem_is_the_originals_name_for_train(tmp_path):
+    proc = subprocess.run([sys.executable, "llava/train/train_mem.py", "--help"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "--lora_enable" in proc.stdout and "--mm_projector_type" in proc.stdout
