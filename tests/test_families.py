@@ -360,3 +360,15 @@ def test_blip2_beam_search_batched_as_one_at_a_time(family_dirs, question_folder
 
     batched = answers(4)
     assert batched == answers(1) and len(batched) == 6
+
+
+@pytest.mark.bad_input
+def test_a_model_type_of_no_family_is_refused_naming_the_families(tmp_path):
+    from llava.model.builder import load_pretrained_model  # noqa: PLC0415
+    from llava.model.errors import ModelLoadError  # noqa: PLC0415
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "idefics3", "text_config": {},
+                                                      "vision_config": {}}))
+    with pytest.raises(ModelLoadError, match="model_type 'idefics3' is not a family") as err:
+        load_pretrained_model(str(tmp_path))
+    assert "Llama-3.2-Vision (mllama)" in str(err.value) and "BLIP-2 (blip-2)" in str(err.value)

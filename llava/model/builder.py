@@ -28,7 +28,7 @@ from transformers import AutoModelForImageTextToText, BitsAndBytesConfig
 from llava.model.convert import load_original
 from llava.model.directories import ModelDir, lora_base, open_model_dir, read_non_lora_trainables
 from llava.model.errors import ModelLoadError, loading
-from llava.model.families import LLAVA, Family, image_token_id_of
+from llava.model.families import FAMILIES, LLAVA, Family, image_token_id_of
 from llava.model.lora import apply_lora, load_non_lora_into
 from llava.model.processor import load_processor, num_image_tokens
 from llava.model.projector import model_class_for, projector_type_of
@@ -233,6 +233,11 @@ def _load(base: ModelDir, kwargs: dict, vision_tower, image_aspect_ratio, lora: 
         has_processor = lora and (lora.path / "tokenizer_config.json").exists()  # ours: saved with the run
         return model, base.family.load_processor(lora.path if has_processor else base.path)
     if base.kind == "hf":
+        model_type = base.config.get("model_type")
+        if model_type is not None and model_type not in LLAVA.model_types:
+            known = ", ".join(f"{f.title} ({'/'.join(f.model_types)})" for f in FAMILIES)
+            raise ModelLoadError(f"{base.config_file}: model_type {model_type!r} is not a family these commands run "
+                                 f"({known}; docs/models.md)")
         check_safetensors(weight_files(base.path))  # a damaged file named here; safetensors' own error names none
         config = base.transformers_config()
         model = model_class_for(config).from_pretrained(base.path, config=config, **kwargs)
