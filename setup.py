@@ -44,6 +44,8 @@ setup(
         "pillow",
         "numpy",
         "pyarrow",
+        # Hugging Face datasets as preprocessing input (hf:ORG/NAME, save_to_disk folders); imported only then.
+        "datasets>=3",
         "tqdm",
     ],
     extras_require=extras,

@@ -1,8 +1,13 @@
 #!/usr/bin/env python
-"""Convert task data (CSV/TSV/JSON/JSONL/Parquet + image folder) into LLaVA training files.
+"""Convert task data (a table + image folder, or a Hugging Face dataset) into LLaVA training files.
 
     python scripts/task_data_preprocessing.py --input task/train.csv --image-folder task/images \\
         --image-template 'SYN_{image_id:012d}.jpg' --output-dir playground/data/task --short-answer
+    python scripts/task_data_preprocessing.py --input hf:ORG/NAME --split validation \\
+        --image-folder data/vqa/images --output-dir data/vqa --short-answer
+
+A dataset's images (an Image column: Parquet/Arrow with embedded bytes, hf:, a save_to_disk folder)
+are written once into --image-folder under names derived from their content.
 
 Writes train.json, val.json, val_questions.jsonl, val_answers.jsonl and report.json.
 Exit codes: 0 ok; 1 nothing usable remains, damage lost lines (an unclosed quote), or --strict
@@ -24,9 +29,16 @@ from llava.printable import printable
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", required=True, help="task table: .csv .tsv .json (list) .jsonl .parquet")
-    p.add_argument("--image-folder", required=True, help="images are looked up (and must stay) under this folder")
+    p.add_argument("--input", required=True,
+                   help="task table: .csv .tsv .json (list) .jsonl .parquet .arrow; a Hugging Face dataset as "
+                        "hf:ORG/NAME (anything datasets.load_dataset takes); or a datasets save_to_disk folder")
+    p.add_argument("--image-folder", required=True,
+                   help="images are looked up (and must stay) under this folder; images a dataset holds as bytes "
+                        "are written here (created if missing)")
     p.add_argument("--output-dir", required=True)
+    p.add_argument("--split", help="the split of a Hugging Face dataset (hf:..., save_to_disk folder); needed when it "
+                                   "has more than one")
+    p.add_argument("--hf-config", help="the configuration (subset) of an hf: dataset that has several")
     g = p.add_argument_group("columns")
     g.add_argument("--image-column", help="column holding the image path relative to --image-folder (default: image)")
     g.add_argument("--image-template", help="build the image path from columns, e.g. 'COCO_{image_id:012d}.jpg'")
@@ -71,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         prompt_suffix=SHORT_ANSWER_PROMPT if args.short_answer else args.prompt_suffix,
         val_fraction=args.val_fraction, seed=args.seed, turns_per_image=args.turns_per_image,
         strict=args.strict, workers=args.workers, progress=not args.no_progress,
+        split=args.split, hf_config=args.hf_config,
     )
     try:
         result = preprocess(cfg)

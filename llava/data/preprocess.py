@@ -1,9 +1,11 @@
-"""Task data (CSV/TSV/JSON/JSONL/Parquet + an image folder) -> LLaVA training and validation files.
+"""Task data (a table + an image folder, or a dataset with images) -> LLaVA training and validation files.
 
     report = preprocess(PreprocessConfig(input="train.csv", image_folder="images", output_dir="out"))
 
 Steps, each in its own module:
-    tables.py     read records, each with its file and line
+    tables.py     read records, each with its file and line (CSV/TSV/JSON/JSONL/Parquet/Arrow)
+    hf_tables.py  ... or each with its row, from a Hugging Face dataset (hf:ORG/NAME, save_to_disk)
+    embedded_images.py  write images held as bytes (the `datasets` Image feature) into the image folder
     questions.py  map columns, check values, merge repeated rows into questions
     images.py     open and fully decode every referenced image once
     outputs.py    split by image, build conversations, write atomically
@@ -32,6 +34,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from llava.data.embedded_images import EmbeddedImages
+from llava.data.hf_tables import is_dataset_source, open_dataset
 from llava.data.images import check_images
 from llava.data.outputs import (
     conversation,
@@ -104,8 +108,14 @@ class PreprocessConfig:
     strict: bool = False
     workers: int | None = None  # image-check threads
     progress: bool = True
+    split: str | None = None  # a Hugging Face dataset's split (hf:..., save_to_disk folder)
+    hf_config: str | None = None  # a hub dataset's configuration (subset) name
 
     def validate(self) -> None:
+        if (self.split is not None or self.hf_config is not None) and not is_dataset_source(self.input):
+            flag = "--split" if self.split is not None else "--hf-config"
+            raise ConfigError(f"{flag} applies to a Hugging Face dataset (--input hf:ORG/NAME, or a save_to_disk "
+                              f"folder); --input {printable(self.input)} is neither")
         if not 0.0 <= self.val_fraction <= 1.0:
             raise ConfigError(f"--val-fraction must be between 0 and 1, got {self.val_fraction}")
         if self.turns_per_image < 1:
@@ -134,8 +144,11 @@ def preprocess(cfg: PreprocessConfig) -> Result:
     cfg.validate()
     check_output_dir(cfg)
     image_folder = Path(cfg.image_folder)
-    if not image_folder.is_dir():
-        raise TableError(f"--image-folder {printable(cfg.image_folder)}: no such directory")
+    dataset = is_dataset_source(cfg.input)
+    may_embed = dataset or Path(cfg.input).suffix.lower() in (".parquet", ".arrow")
+    if not image_folder.is_dir() and not (may_embed and not image_folder.exists()):
+        raise TableError(f"--image-folder {printable(cfg.image_folder)}: "
+                         f"{'not a directory' if image_folder.exists() else 'no such directory'}")
     out_dir = Path(cfg.output_dir)
 
     if cfg.image_template:
@@ -143,9 +156,11 @@ def preprocess(cfg: PreprocessConfig) -> Result:
 
     # 1. Read every record. A header is checked before reading; JSON/JSONL
     # columns are only known once every record is read.
-    table = open_table(cfg.input)
+    table = open_dataset(cfg.input, cfg.split, cfg.hf_config) if dataset else open_table(cfg.input)
     cols = resolve_columns(table, cfg) if table.has_header else None
-    records = list(tqdm(table.records, desc="reading rows", unit="row", disable=not cfg.progress))
+    embedded = _embedded_images(table, cols, image_folder)
+    source = embedded.records(table.records) if embedded else table.records
+    records = list(tqdm(source, desc="reading rows", unit="row", total=table.rows, disable=not cfg.progress))
     cols = cols or resolve_columns(table, cfg)
 
     # 2. Records -> rows -> questions.
@@ -184,6 +199,8 @@ def preprocess(cfg: PreprocessConfig) -> Result:
 
     report = _report(cfg, table, cols, len(records), usable, train_qs, val_qs, train, val_images,
                      problems, warnings, bad_images)
+    if embedded:
+        report["embedded_images"] = embedded.as_dict()
     if not usable or report["lines_lost"]:
         exit_code = EXIT_PROBLEMS
     elif cfg.strict and problems:
@@ -205,6 +222,21 @@ def preprocess(cfg: PreprocessConfig) -> Result:
     return Result(exit_code, report, exit_code == EXIT_OK, time.perf_counter() - started)
 
 
+def _embedded_images(table, cols, image_folder: Path) -> EmbeddedImages | None:
+    """The writer for an image column that holds the images themselves; the image folder is made for it."""
+    if cols is None or cols.image is None or cols.image not in table.image_columns:
+        if not image_folder.is_dir():
+            raise TableError(f"--image-folder {printable(image_folder)}: no such directory (the input holds "
+                             "image paths, not images, so they must be there already)")
+        return None
+    try:
+        image_folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--image-folder {printable(image_folder)}: cannot create it to write the dataset's "
+                          f"images there ({exc.strerror or exc})") from None
+    return EmbeddedImages(image_folder, cols.image)
+
+
 def _report(cfg, table, cols, rows_read, usable, train_qs, val_qs, train, val_images, problems, warnings,
             bad_images) -> dict:
     rows_used = sum(len(q.locs) for q in usable)
@@ -216,7 +248,8 @@ def _report(cfg, table, cols, rows_read, usable, train_qs, val_qs, train, val_im
         "output_dir": printable(Path(cfg.output_dir).resolve()),
         "columns": cols.as_dict(),
         "settings": {k: v for k, v in asdict(cfg).items()
-                     if k not in ("input", "image_folder", "output_dir", "progress", "workers")},
+                     if k not in ("input", "image_folder", "output_dir", "progress", "workers")
+                     and (v is not None or k not in ("split", "hf_config"))},
         "rows_read": rows_read,
         "rows_used": rows_used,
         "rows_skipped": {"total": len(problems), "by_reason": dict(sorted(_count_rows(problems).items()))},
@@ -247,6 +280,10 @@ def format_summary(result: Result, max_problems: int = 10) -> str:
         f"questions: {q['train']} train ({r['train_conversations']} conversations), {q['val']} val; "
         f"images: {img['train']} train, {img['val']} val, {img['skipped']['total']} unusable",
     ]
+    if "embedded_images" in r:
+        e = r["embedded_images"]
+        lines.append(f"images held in column {e['column']!r}: wrote {e['files_written']} file(s) to {e['folder']} "
+                     f"({e['files_already_there']} already there, named by content)")
     if r["lines_lost"]:
         lines.append(f"LOST {r['lines_lost']} line(s) to damage that swallowed other records (below); fix the file "
                      "and run again")

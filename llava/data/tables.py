@@ -1,4 +1,4 @@
-"""Read task tables (CSV, TSV, JSON, JSONL, Parquet) as records that know where they came from.
+"""Read task tables (CSV, TSV, JSON, JSONL, Parquet, Arrow) as records that know where they came from.
 
 Every record carries its location (file and physical line for text formats,
 1-based row for Parquet) so any later problem can be reported as
@@ -19,6 +19,13 @@ csv module read the following lines into one field, a syntax error in a JSON
 list leaves no reliable place to resume, a damaged Parquet row group cannot be
 read at all.  Such a record says how many lines (rows, for Parquet) it lost in
 `lost`, so the caller can say so and refuse to go on as if they were one row.
+
+Parquet and Arrow files written by Hugging Face `datasets` keep an Image column
+as a struct of the encoded file's `bytes` and its original `path`; such columns
+are listed in `Table.image_columns` (found from the schema, before any row is
+read) and their values stay those structs: llava.data.embedded_images writes
+the bytes out.  Hugging Face datasets themselves (hub ids, save_to_disk
+folders) are opened by llava.data.hf_tables into the same Table.
 """
 
 from __future__ import annotations
@@ -34,11 +41,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from llava.printable import first_surrogate, has_surrogates, printable
 
-FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet"}
+FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
+           ".arrow": "arrow"}
 
 # csv's default 128 KiB field limit would abort the file on one long question.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -93,6 +102,9 @@ class Table:
     columns: list[str]
     has_header: bool  # False for JSON/JSONL: a missing key is a per-record problem
     records: Iterator[Record]
+    # Columns holding encoded images as {"bytes", "path"} structs (the `datasets` Image feature; Parquet, Arrow).
+    image_columns: list[str] = field(default_factory=list)
+    rows: int | None = None  # the row count, when the format says so before reading (progress bars)
 
 
 def has_undecodable(text: str) -> bool:
@@ -159,6 +171,8 @@ def open_table(path: str | Path) -> Table:
     if fmt == "json":
         columns = []
         return Table(path, fmt, columns, False, _read_json(path, columns))
+    if fmt == "arrow":
+        return _open_arrow(path)
     return _open_parquet(path)
 
 
@@ -362,4 +376,50 @@ def _open_parquet(path: Path) -> Table:
                     f"cannot read rows {row + 1}-{end} ({lost} rows, row group {group + 1}): {why}"))
             row = end
 
-    return Table(path, "parquet", columns, True, records())
+    return Table(path, "parquet", columns, True, records(), image_columns_of(pf.schema_arrow),
+                 pf.metadata.num_rows)
+
+
+def is_image_struct(kind: pa.DataType) -> bool:
+    """The storage of the `datasets` Image feature: struct<bytes: binary, path: string> (or a list of them)."""
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        kind = kind.value_type
+    if not pa.types.is_struct(kind):
+        return False
+    names = {kind.field(i).name: kind.field(i).type for i in range(kind.num_fields)}
+    return "bytes" in names and (pa.types.is_binary(names["bytes"]) or pa.types.is_large_binary(names["bytes"]))
+
+
+def image_columns_of(schema: pa.Schema) -> list[str]:
+    return [f.name for f in schema if is_image_struct(f.type)]
+
+
+def batch_records(label: str, batches: Iterator[pa.RecordBatch | pa.Table]) -> Iterator[Record]:
+    """Records of Arrow batches, numbered by 1-based row; a batch that cannot be read ends with one record saying so."""
+    row = 0
+    try:
+        for batch in batches:
+            for values in batch.to_pylist():
+                row += 1
+                yield _checked(Location(label, row=row), values)
+    except Exception as exc:  # a damaged file: what follows cannot be located, so it is lost
+        yield Record(Location(label, row=row + 1), kind=UNREADABLE_ROWS, lost=1,
+                     error=f"cannot read rows from row {row + 1} on: {printable(str(exc).strip())}")
+
+
+def _open_arrow(path: Path) -> Table:
+    """An Arrow IPC file or stream (what `datasets` writes: save_to_disk's data-*.arrow, its cache files)."""
+    name = printable(path)
+    source = pa.memory_map(str(path))
+    try:
+        reader = pa.ipc.open_file(source)
+        schema = reader.schema
+        batches: Iterator = (reader.get_batch(i) for i in range(reader.num_record_batches))
+    except pa.ArrowInvalid:  # not the file format: the stream format `datasets` writes
+        try:
+            source = pa.memory_map(str(path))
+            reader = pa.ipc.open_stream(source)
+        except Exception as exc:
+            raise TableError(f"{name}: cannot read Arrow file ({printable(str(exc).strip())})") from None
+        schema, batches = reader.schema, iter(reader)
+    return Table(path, "arrow", list(schema.names), True, batch_records(name, batches), image_columns_of(schema))
