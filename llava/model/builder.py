@@ -30,6 +30,7 @@ from llava.model.directories import ModelDir, lora_base, open_model_dir, read_no
 from llava.model.errors import ModelLoadError, loading
 from llava.model.families import FAMILIES, LLAVA, Family, image_token_id_of
 from llava.model.lora import apply_lora, load_non_lora_into
+from llava.model.original_generate import attach as attach_original_generate
 from llava.model.processor import load_processor, num_image_tokens
 from llava.model.projector import model_class_for, projector_type_of
 from llava.model.weights import check_safetensors, weight_files
@@ -260,6 +261,8 @@ def _ready(model, processor, kind: str, family: Family = LLAVA) -> LoadedModel:
     if model.generation_config.eos_token_id is None:
         model.generation_config.eos_token_id = tok.eos_token_id
     context_len = getattr(model.config.get_text_config(), "max_position_embeddings", 2048)
+    if family.native:  # the original's generate(input_ids, images=...), beside transformers' own
+        attach_original_generate(model, image_token_id_of(model.config), num_image_tokens(model.config))
     return LoadedModel(model, processor, kind, context_len, family)
 
 
